@@ -1,0 +1,40 @@
+"""growres: multi-level residual networks (Chang et al., ICLR 2018), grown during training.
+
+``import growres`` registers the paper's ResNets and Wide ResNets in timm (``growres_*``) and the growth
+adapters for growres, timm ResNet and timm VisionTransformer models.
+"""
+
+__version__ = "0.1.0"
+
+from . import multilevel_resnet  # noqa: F401  (registers the growres_* models in timm)
+from .errors import GrowresError
+from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, stage_layers
+from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer
+from .time_saved import forward_flops, theoretical_time_saved
+
+__all__ = [
+    "GrowresError",
+    "GrowthAdapter",
+    "GrowthPlan",
+    "GrowthRecord",
+    "GrowthScheduler",
+    "__version__",
+    "cyclic_cosine_lr",
+    "forward_flops",
+    "get_adapter",
+    "grow",
+    "interpolate",
+    "push_to_hub",
+    "rebuild_optimizer",
+    "register_adapter",
+    "stage_layers",
+    "theoretical_time_saved",
+]
+
+
+def __getattr__(name):
+    # the Hub client is imported only by those who push
+    if name == "push_to_hub":
+        from .hub import push_to_hub
+        return push_to_hub
+    raise AttributeError(f"module 'growres' has no attribute {name!r}")

@@ -1,0 +1,69 @@
+"""The ``growres`` command line: one subcommand per job, each ``x_command_parser`` + ``x_command``."""
+import argparse
+import sys
+
+import timm
+
+from . import __version__
+from .errors import GrowresError
+
+__all__ = ["main"]
+
+
+def list_command_parser(subparsers) -> None:
+    parser = subparsers.add_parser("list", help="List the registered growres models.")
+    parser.add_argument("--num-classes", type=int, default=10, help="Classes for the parameter count (default 10).")
+    parser.set_defaults(func=list_command)
+
+
+def list_command(args: argparse.Namespace) -> None:
+    rows = [("model", "blocks", "h", "growth plan", "params")]
+    for name in timm.list_models("growres_*"):
+        model = timm.create_model(name, num_classes=args.num_classes)
+        plan = model.growth_plan
+        growth = "-" if not plan.interpolations else (
+            f"{plan.interpolations}x -> {'-'.join(map(str, plan.final_layers))}, h={plan.final_step_size:g}"
+        )
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, "-".join(map(str, model.layers)), f"{model.step_size:g}", growth, f"{params:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _subcommands():
+    """Each module that adds a subcommand, imported here so ``import growres`` stays light."""
+    return [list_command_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="growres",
+        description="Multi-level residual networks: grow ResNets during training (Chang et al., ICLR 2018).",
+    )
+    parser.add_argument("--version", action="version", version=f"growres {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add_parser in _subcommands():
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+    except GrowresError as err:
+        print(f"growres: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("growres: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

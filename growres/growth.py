@@ -1,0 +1,272 @@
+"""Interpolation: the multi-level method's model surgery (paper Section 4.1, Figure 5, Appendix B).
+
+``interpolate(model)`` inserts, right after every residual block of every stage, a copy of that block
+(parameters *and* normalisation running statistics), then halves the step size h. Solving the same ODE
+on a grid twice as fine, the grown network starts close to the function the shallow one learned.
+
+Growth works on any model whose residual blocks sit in stages, through a :class:`GrowthAdapter` that
+says where the stages are, which blocks are transitions (change the shape, so are not time steps), how
+to scale a residual branch exactly, and how to refresh the model's bookkeeping. Adapters for growres'
+own models, timm's ResNets and timm's VisionTransformer are registered here; others are added with
+:func:`register_adapter`.
+
+Rules every adapter follows:
+* a transition block (the first block of a stage that changes resolution or channels) is never copied
+  and its branch is never rescaled; the block inserted after it copies the next old block (Appendix B);
+* a stage made of one transition block has no block of its shape to copy: interpolation refuses such
+  a model, before touching it, with a message naming the stage.
+"""
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+from timm.models._input import update_model_args
+
+from .errors import GrowresError
+from .multilevel_resnet import MultilevelResNet
+
+__all__ = [
+    "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "get_adapter", "stage_layers",
+]
+
+STRATEGIES = ("copy", "identity")
+
+
+@dataclass(frozen=True)
+class GrowthAdapter:
+    """How growth finds and operates on the residual blocks of one family of models."""
+    name: str
+    matches: Callable[[nn.Module], bool]  # is this model of the family?
+    stages: Callable[[nn.Module], list[nn.Sequential]]  # containers of blocks, in forward order
+    is_transition: Callable[[nn.Module], bool]  # does this block change its input's shape?
+    scale_branch: Callable[[nn.Module, float], None]  # block -> shortcut + factor * branch, exactly
+    refresh: Callable[[nn.Module], None]  # update the model's records after its depth changed
+    # multiply h of every time-step block; None: the model has no explicit h, fold it into each branch
+    scale_step: Callable[[nn.Module, float], None] | None = None
+    step_size: Callable[[nn.Module], float | None] = lambda model: None  # explicit h, where there is one
+    planned_interpolations: Callable[[nn.Module], int | None] = lambda model: None  # the model's own plan
+
+
+_ADAPTERS: list[GrowthAdapter] = []
+
+
+def register_adapter(adapter: GrowthAdapter) -> GrowthAdapter:
+    """Register ``adapter``; it takes precedence over those registered before it."""
+    if not isinstance(adapter, GrowthAdapter):
+        raise GrowresError(f"register_adapter takes a growres.GrowthAdapter, got {type(adapter).__name__}.")
+    _ADAPTERS.insert(0, adapter)
+    return adapter
+
+
+def get_adapter(model: nn.Module) -> GrowthAdapter:
+    """The adapter that knows ``model``'s family, or a GrowresError that says what to register."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise GrowresError("Grow the bare model, not its DistributedDataParallel wrapper "
+                           "(accelerator.unwrap_model(model)); GrowthScheduler re-prepares it for you.")
+    for adapter in _ADAPTERS:
+        if adapter.matches(model):
+            return adapter
+    known = ", ".join(a.name for a in _ADAPTERS)
+    raise GrowresError(
+        f"No growth adapter matches {type(model).__name__} (known: {known}). Register one with "
+        "growres.register_adapter(growres.GrowthAdapter(...)) saying where its stages of residual blocks are, "
+        "which blocks change shape, how to scale a block's residual branch, and how to refresh its bookkeeping."
+    )
+
+
+def stage_layers(model: nn.Module) -> tuple[int, ...]:
+    """Blocks per stage of any model an adapter covers."""
+    model = getattr(model, "_orig_mod", model)
+    return tuple(len(stage) for stage in get_adapter(model).stages(model))
+
+
+def _set_blocks(stage: nn.Sequential, blocks: list[nn.Module]) -> None:
+    """Replace a stage's blocks in place, so references to the stage stay valid."""
+    for name in list(stage._modules):
+        del stage._modules[name]
+    for idx, block in enumerate(blocks):
+        stage.add_module(str(idx), block)
+
+
+def _plan_copies(adapter: GrowthAdapter, stage_idx: int, blocks: list[nn.Module]) -> list[nn.Module]:
+    """For each block of a stage, the old block the block inserted after it copies."""
+    sources = []
+    for idx, block in enumerate(blocks):
+        if not adapter.is_transition(block):
+            sources.append(block)
+        elif idx + 1 < len(blocks) and not adapter.is_transition(blocks[idx + 1]):
+            sources.append(blocks[idx + 1])  # Appendix B: the copy after a transition comes from the next block
+        else:
+            raise GrowresError(
+                f"Stage {stage_idx} has a shape-changing block with no block of its output shape after it, "
+                "so interpolation has nothing to copy: give every stage at least two blocks."
+            )
+    return sources
+
+
+def _scale_step(adapter: GrowthAdapter, model: nn.Module, factor: float) -> None:
+    """Multiply h by ``factor``: the explicit h where the model has one, else every time step's branch."""
+    if adapter.scale_step is not None:
+        adapter.scale_step(model, factor)
+        return
+    for stage in adapter.stages(model):
+        for block in stage:
+            if not adapter.is_transition(block):
+                adapter.scale_branch(block, factor)
+
+
+def grow(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter, nn.Parameter]:
+    """Interpolate ``model`` in place; return each new parameter's source parameter.
+
+    The mapping lets an optimizer give every new parameter the state of the parameter it was copied
+    from (:class:`growres.GrowthScheduler` does this).
+    """
+    if strategy not in STRATEGIES:
+        raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares its modules
+    adapter = get_adapter(model)
+    stages = adapter.stages(model)
+    plans = [_plan_copies(adapter, idx, list(stage)) for idx, stage in enumerate(stages)]  # checks all first
+
+    sources: dict[nn.Parameter, nn.Parameter] = {}
+    with torch.no_grad():
+        for stage, copy_from in zip(stages, plans):
+            grown = []
+            for block, source in zip(list(stage), copy_from):
+                new_block = copy.deepcopy(source)
+                sources.update(zip(new_block.parameters(), source.parameters()))
+                if strategy == "identity":
+                    # the new step starts at zero; the old step doubles so that, once h halves below,
+                    # its effective step h * G is what it was
+                    adapter.scale_branch(new_block, 0.0)
+                    if not adapter.is_transition(block):
+                        adapter.scale_branch(block, 2.0)
+                grown += [block, new_block]
+            _set_blocks(stage, grown)
+        _scale_step(adapter, model, 0.5)
+    adapter.refresh(model)
+    return sources
+
+
+def interpolate(model: nn.Module, strategy: str = "copy") -> nn.Module:
+    """Double the blocks of every stage and halve h, in place; return the model.
+
+    Args:
+        model: any model a registered :class:`GrowthAdapter` covers (unwrapped from DDP).
+        strategy: ``"copy"`` (the paper): each new block copies its neighbour, so the grown model solves
+            the same ODE on a finer grid. ``"identity"``: each new block starts as an exact identity and the
+            old blocks keep their effective step, so eval-mode outputs do not change at all.
+    """
+    grow(model, strategy)
+    return model
+
+
+# -- growres' own models ----------------------------------------------------------------------------
+
+
+def _growres_refresh(model: MultilevelResNet) -> None:
+    model.interpolations = max(model.interpolations - 1, 0)
+    model.update_drop_path()
+    model.update_feature_info()
+    update_model_args(model, layers=model.layers, step_size=model.step_size, interpolations=model.interpolations)
+
+
+register_adapter(GrowthAdapter(
+    name="growres",
+    matches=lambda model: isinstance(model, MultilevelResNet),
+    stages=lambda model: list(model.stages),
+    is_transition=lambda block: block.is_transition,
+    # G ends in a bias-free conv, so scaling its weight scales G exactly
+    scale_branch=lambda block, factor: block.conv2.weight.mul_(factor),
+    refresh=_growres_refresh,
+    scale_step=lambda model, factor: setattr(model, 'step_size', model.step_size * factor),
+    step_size=lambda model: model.step_size,
+    planned_interpolations=lambda model: model.interpolations,
+))
+
+
+# -- timm ResNets (BasicBlock, Bottleneck) -----------------------------------------------------------
+
+
+def _drop_path_rates(model: nn.Module, num_blocks: int) -> list[float]:
+    """timm's linear stochastic-depth rule over the current depth, from the rate the model was made with."""
+    rate = getattr(model, "_model_args", {}).get("drop_path_rate") or 0.0
+    return [rate * idx / max(num_blocks - 1, 1) for idx in range(num_blocks)]
+
+
+def _is_timm_resnet(model: nn.Module) -> bool:
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+    if not isinstance(model, ResNet):
+        return False
+    blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+    # a squeeze-excitation gate depends on its input's scale, so scaling bn2/bn3 would not scale the branch
+    return all(isinstance(b, (BasicBlock, Bottleneck)) and b.se is None for b in blocks)
+
+
+def _timm_resnet_scale_branch(block: nn.Module, factor: float) -> None:
+    last_norm = block.bn3 if hasattr(block, "bn3") else block.bn2
+    last_norm.weight.mul_(factor)
+    last_norm.bias.mul_(factor)
+
+
+def _timm_resnet_refresh(model: nn.Module) -> None:
+    stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+    blocks = [b for stage in stages for b in stage]
+    for block, rate in zip(blocks, _drop_path_rates(model, len(blocks))):
+        block.drop_path = DropPath(rate) if rate > 0 else None
+    update_model_args(model, layers=tuple(len(stage) for stage in stages))
+
+
+register_adapter(GrowthAdapter(
+    name="timm-resnet",
+    matches=_is_timm_resnet,
+    stages=lambda model: [model.layer1, model.layer2, model.layer3, model.layer4],
+    is_transition=lambda block: block.downsample is not None,
+    # post-activation blocks end in a BN: scaling its affine scales the branch before the shared ReLU
+    scale_branch=_timm_resnet_scale_branch,
+    refresh=_timm_resnet_refresh,
+))
+
+
+# -- timm VisionTransformer --------------------------------------------------------------------------
+
+
+def _is_timm_vit(model: nn.Module) -> bool:
+    from timm.models.vision_transformer import Block, VisionTransformer
+    return isinstance(model, VisionTransformer) and all(type(b) is Block for b in model.blocks)
+
+
+def _vit_scale_branch(block: nn.Module, factor: float) -> None:
+    """Both sub-branches (attention, MLP) of a pre-norm block: a layer-scale if present, else the last linear."""
+    for layer_scale, last_linear in ((block.ls1, block.attn.proj), (block.ls2, block.mlp.fc2)):
+        if hasattr(layer_scale, "gamma"):
+            layer_scale.gamma.mul_(factor)
+        else:
+            last_linear.weight.mul_(factor)
+            if last_linear.bias is not None:
+                last_linear.bias.mul_(factor)
+
+
+def _vit_refresh(model: nn.Module) -> None:
+    depth = len(model.blocks)
+    for block, rate in zip(model.blocks, _drop_path_rates(model, depth)):
+        block.drop_path1 = DropPath(rate) if rate > 0 else nn.Identity()
+        block.drop_path2 = DropPath(rate) if rate > 0 else nn.Identity()
+    reduction = model.feature_info[0]["reduction"]
+    model.feature_info = [
+        dict(module=f"blocks.{i}", num_chs=model.embed_dim, reduction=reduction) for i in range(depth)
+    ]
+    update_model_args(model, depth=depth)
+
+
+register_adapter(GrowthAdapter(
+    name="timm-vit",
+    matches=_is_timm_vit,
+    stages=lambda model: [model.blocks],  # every block keeps the token shape: one stage
+    is_transition=lambda block: False,
+    scale_branch=_vit_scale_branch,
+    refresh=_vit_refresh,
+))

@@ -1,0 +1,201 @@
+"""Interpolation (paper Section 4.1, Appendix B) and the adapter registry."""
+import copy
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+import growres
+from growres import GrowresError, GrowthAdapter, interpolate, register_adapter, stage_layers
+
+
+def randomize_norms(model: nn.Module) -> nn.Module:
+    """Give every norm non-trivial statistics and affine, so that copies and identities are really tested."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(generator=gen)
+                module.running_var.uniform_(0.5, 2.0, generator=gen)
+            if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
+                module.weight.normal_(generator=gen)
+                module.bias.normal_(generator=gen)
+    return model
+
+
+VIT = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2, num_classes=10)
+
+# (model, its args, interpolations, the directly built equivalent's args)
+STRICT_EQUIVALENTS = [
+    ("growres_resnet14", {}, 2, ("growres_resnet50", dict(step_size=0.25))),
+    ("growres_resnet32", {}, 2, ("growres_resnet122", dict(step_size=0.25))),
+    ("growres_wrn50i", {}, 1, ("growres_wrn50i", dict(layers=(4, 4, 4), step_size=0.5, interpolations=1))),
+    ("resnet18", dict(num_classes=10), 1, ("resnet18", dict(num_classes=10, layers=(4, 4, 4, 4)))),
+    ("resnet26", dict(num_classes=10), 1, ("resnet26", dict(num_classes=10, layers=(4, 4, 4, 4)))),
+    ("resnet50", dict(num_classes=10), 1, ("resnet50", dict(num_classes=10, layers=(6, 8, 12, 6)))),
+    ("vit_tiny_patch16_224", dict(VIT, depth=2), 1, ("vit_tiny_patch16_224", dict(VIT, depth=4))),
+]
+
+
+@pytest.mark.parametrize("name, args, times, target", STRICT_EQUIVALENTS)
+def test_grown_model_loads_strictly_into_the_directly_built_one(name, args, times, target):
+    model = timm.create_model(name, **args)
+    for _ in range(times):
+        interpolate(model)
+    target_name, target_args = target
+    direct = timm.create_model(target_name, **target_args)
+    direct.load_state_dict(model.state_dict(), strict=True)
+    assert stage_layers(model) == stage_layers(direct)
+    # the args timm records (what export writes as model_args) describe the grown model
+    rebuilt = timm.create_model(name, **timm.models._input.get_model_args(model))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_new_blocks_copy_parameters_and_running_statistics():
+    model = randomize_norms(timm.create_model("growres_resnet32"))
+    old = [[copy.deepcopy(b.state_dict()) for b in stage] for stage in model.stages]
+    interpolate(model)
+    for stage_idx, (stage, old_blocks) in enumerate(zip(model.stages, old)):
+        assert len(stage) == 2 * len(old_blocks)
+        for idx, old_state in enumerate(old_blocks):
+            kept, inserted = stage[2 * idx], stage[2 * idx + 1]
+            # Appendix B: the block after a stage's downsampling block copies the next old block
+            source = old_blocks[idx + 1] if (stage_idx > 0 and idx == 0) else old_state
+            for key, value in inserted.state_dict().items():
+                expected = source[key] * (0.5 if key == "h" else 1.0)
+                assert torch.equal(value, expected), (stage_idx, idx, key)
+            assert torch.equal(kept.conv1.weight, old_state["conv1.weight"])
+            assert torch.equal(kept.norm1.running_var, old_state["norm1.running_var"])
+    # the parameters are copies, not shared
+    assert stage[1].conv1.weight.data_ptr() != stage[0].conv1.weight.data_ptr()
+
+
+def test_step_size_halves_and_transitions_keep_h_one():
+    model = timm.create_model("growres_resnet50i")
+    interpolate(model)
+    assert model.step_size == 0.5
+    assert [float(stage[0].h) for stage in model.stages] == [0.5, 1.0, 1.0]
+    assert model.growth_plan.interpolations == 1 and model.growth_plan.final_layers == (8, 8, 8)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("growres_resnet14", {}),
+    ("growres_wrn50i", {}),
+    ("resnet18", dict(num_classes=10)),
+    ("resnet50", dict(num_classes=10)),
+    ("vit_tiny_patch16_224", dict(VIT, depth=2)),
+    ("vit_tiny_patch16_224", dict(VIT, depth=2, init_values=0.1)),  # layer-scale branches
+])
+def test_identity_strategy_keeps_eval_outputs(name, args):
+    torch.manual_seed(0)
+    model = randomize_norms(timm.create_model(name, **args)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        interpolate(model, strategy="identity")
+        interpolate(model, strategy="identity")
+        after = model(x)
+    assert stage_layers(model) == tuple(4 * n for n in stage_layers(timm.create_model(name, **args)))
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=1e-6)
+
+
+def test_copy_strategy_keeps_the_function_close_as_h_shrinks():
+    """Section 3.3/4.1: a finer discretisation of the same ODE. Each interpolation changes the features
+    less than the one before, roughly halving like forward Euler's first-order error."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    for name in ("growres_resnet14", "growres_wrn14"):
+        model = timm.create_model(name).eval()
+        with torch.no_grad():
+            previous = model.forward_features(x)
+            changes = []
+            for _ in range(4):
+                interpolate(model)
+                current = model.forward_features(x)
+                changes.append(((current - previous).norm() / previous.norm()).item())
+                previous = current
+        assert all(later < earlier for earlier, later in zip(changes, changes[1:])), changes
+        assert changes[-1] / changes[-2] < 0.7, changes
+
+
+def test_stochastic_depth_rates_are_rederived():
+    model = timm.create_model("growres_resnet14", drop_path_rate=0.3)
+    interpolate(model)
+    blocks = [b for stage in model.stages for b in stage]
+    rates = [b.drop_path.drop_prob if hasattr(b.drop_path, "drop_prob") else 0.0 for b in blocks]
+    assert rates == pytest.approx([0.3 * i / (len(blocks) - 1) for i in range(len(blocks))])
+
+    resnet = timm.create_model("resnet18", num_classes=10, drop_path_rate=0.1)
+    interpolate(resnet)
+    blocks = [b for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for b in layer]
+    rates = [b.drop_path.drop_prob if b.drop_path is not None else 0.0 for b in blocks]
+    assert rates == pytest.approx([0.1 * i / 15 for i in range(16)])
+
+
+def test_vit_feature_info_describes_the_new_depth():
+    vit = timm.create_model("vit_tiny_patch16_224", **VIT, depth=2)
+    interpolate(vit)
+    assert [f["module"] for f in vit.feature_info] == [f"blocks.{i}" for i in range(4)]
+    assert timm.models._input.get_model_args(vit)["depth"] == 4
+
+
+def test_a_stage_with_only_a_transition_block_is_refused_untouched():
+    model = timm.create_model("growres_resnet14", layers=(2, 1, 2))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(GrowresError, match="Stage 1 .* at least two blocks"):
+        interpolate(model)
+    assert model.layers == (2, 1, 2) and model.step_size == 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_single_block_first_stage_is_a_time_step_and_grows():
+    model = timm.create_model("growres_resnet14", layers=(1, 2, 2))
+    interpolate(model)
+    assert model.layers == (2, 4, 4)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: interpolate(timm.create_model("growres_resnet14"), strategy="random"), "Unknown interpolation strategy"),
+    (lambda: interpolate(nn.Sequential(nn.Linear(2, 2))), "register_adapter"),
+    (lambda: register_adapter("not an adapter"), "GrowthAdapter"),
+])
+def test_bad_input(bad, match):
+    with pytest.raises(GrowresError, match=match):
+        bad()
+
+
+class ToyResidual(nn.Module):
+    """A model growres knows nothing about: x + scale * mlp(x), blocks in a ModuleList-free Sequential."""
+
+    def __init__(self, depth: int = 2):
+        super().__init__()
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4)) for _ in range(depth)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+def test_register_adapter_makes_any_stage_of_blocks_model_growable():
+    def scale(block, factor):
+        block[2].weight.mul_(factor)
+        block[2].bias.mul_(factor)
+
+    register_adapter(GrowthAdapter(
+        name="toy",
+        matches=lambda model: isinstance(model, ToyResidual),
+        stages=lambda model: [model.blocks],
+        is_transition=lambda block: False,
+        scale_branch=scale,
+        refresh=lambda model: None,
+    ))
+    torch.manual_seed(0)
+    model = ToyResidual()
+    x = torch.randn(3, 4)
+    before = model(x)
+    interpolate(model, strategy="identity")
+    assert len(model.blocks) == 4
+    torch.testing.assert_close(model(x), before, atol=1e-6, rtol=1e-6)
+    assert growres.get_adapter(model).name == "toy"

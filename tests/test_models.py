@@ -1,0 +1,190 @@
+"""The paper's networks in timm: Table 5, the explicit step size, the timm model interface."""
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+import growres
+from growres.multilevel_resnet import MultilevelResNet
+
+MODELS = [
+    "growres_resnet14", "growres_resnet32", "growres_resnet50", "growres_resnet122",
+    "growres_wrn14", "growres_wrn32", "growres_wrn50", "growres_wrn122",
+    "growres_resnet50i", "growres_resnet122i", "growres_wrn50i", "growres_wrn122i",
+]
+
+# Table 5 of the paper, as printed: (model, CIFAR-10, CIFAR-100, STL-10)
+TABLE_5 = [
+    ("growres_resnet14", 172_506, 178_356, 172_506),
+    ("growres_resnet50", 755_802, 761_652, 755_802),
+    ("growres_resnet32", 464_154, 470_004, 464_154),
+    ("growres_resnet122", 1_922_394, 1_928_244, 1_922_394),
+    ("growres_wrn14", 685_994, 697_604, 685_994),
+    ("growres_wrn50", 3_013_802, 3_025_412, 3_013_802),
+    ("growres_wrn32", 1_849_898, 1_861_508, 1_849_898),
+    ("growres_wrn122", 7_669_418, 7_681_028, 7_669_418),
+]
+TABLE_5_CELLS = [
+    (name, dataset, num_classes, count)
+    for name, c10, c100, stl in TABLE_5
+    for dataset, num_classes, count in (("cifar10", 10, c10), ("cifar100", 100, c100), ("stl10", 10, stl))
+]
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, dataset, num_classes, expected", TABLE_5_CELLS)
+def test_parameter_counts_equal_table_5(name, dataset, num_classes, expected):
+    model = timm.create_model(name, num_classes=num_classes)
+    if dataset == "stl10":  # 96x96 inputs: same weights, global pooling
+        assert model(torch.randn(1, 3, 96, 96)).shape == (1, num_classes)
+    assert num_params(model) == expected
+
+
+def test_registry_lists_all_twelve():
+    assert sorted(timm.list_models("growres_*")) == sorted(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size", [32, 96])
+def test_forward_backward(name, size):
+    model = timm.create_model(name, num_classes=7)
+    x = torch.randn(2, 3, size, size)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, first, final, interpolations", [
+    ("growres_resnet50i", (2, 2, 2), (8, 8, 8), 2),
+    ("growres_resnet122i", (5, 5, 5), (20, 20, 20), 2),
+    ("growres_wrn50i", (2, 2, 2), (8, 8, 8), 2),
+    ("growres_wrn122i", (5, 5, 5), (20, 20, 20), 2),
+    ("growres_resnet50", (8, 8, 8), (8, 8, 8), 0),
+])
+def test_multilevel_models_carry_their_plan(name, first, final, interpolations):
+    model = timm.create_model(name)
+    assert model.layers == first and model.step_size == 1.0
+    plan = model.growth_plan
+    assert plan.interpolations == interpolations
+    assert plan.final_layers == final
+    assert plan.final_step_size == 1.0 / 2 ** interpolations
+
+
+def test_step_size_is_a_real_saved_attribute():
+    model = timm.create_model("growres_resnet14", step_size=0.5)
+    assert model.step_size == 0.5
+    blocks = [b for stage in model.stages for b in stage]
+    # transitions (first block of stages 2, 3) are not time steps: h stays 1
+    assert [float(b.h) for b in blocks] == [0.5, 0.5, 1.0, 0.5, 1.0, 0.5]
+    model.step_size = 0.125
+    state = model.state_dict()
+    assert float(state["stages.0.0.h"]) == 0.125 and float(state["stages.1.0.h"]) == 1.0
+    other = timm.create_model("growres_resnet14")
+    other.load_state_dict(state)
+    assert other.step_size == 0.125
+
+
+def test_step_size_scales_the_residual():
+    """Y + h G(Y): with G fixed, the block's output moves linearly in h."""
+    torch.manual_seed(0)
+    block = timm.create_model("growres_resnet14").eval().stages[0][1]
+    x = torch.randn(2, 16, 8, 8)
+    block.h.fill_(1.0)
+    full = block(x)
+    block.h.fill_(0.25)
+    assert torch.allclose(block(x), x + 0.25 * (full - x), atol=1e-6)
+
+
+def test_create_model_overrides():
+    model = timm.create_model("growres_wrn50i", num_classes=100, layers=(3, 4, 5), step_size=0.5, in_chans=1)
+    assert model.layers == (3, 4, 5) and model.step_size == 0.5
+    assert model(torch.randn(1, 1, 32, 32)).shape == (1, 100)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(layers=(2, 0, 2)), "positive integers"),
+    (dict(layers=(2, 2.5, 2)), "positive integers"),
+    (dict(layers=()), "one positive integer per stage"),
+    (dict(layers="222"), "one positive integer per stage"),
+    (dict(layers=(2, 2)), "same number of stages"),
+    (dict(step_size=0.0), "positive finite"),
+    (dict(step_size=-1.0), "positive finite"),
+    (dict(step_size=float("nan")), "positive finite"),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(growres.GrowresError, match=match):
+        timm.create_model("growres_resnet14", **kwargs)
+
+
+def test_setting_a_bad_step_size_raises():
+    model = timm.create_model("growres_resnet14")
+    with pytest.raises(growres.GrowresError, match="positive finite"):
+        model.step_size = 0
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="Unknown model"):
+        timm.create_model("growres_resnet15")
+
+
+def test_timm_interface():
+    model = timm.create_model("growres_resnet32", num_classes=10)
+    groups = timm.models.group_parameters(model, model.group_matcher())
+    assert len(groups) == 1 + sum(model.layers) + 1  # stem, each block (the final norm joins the last), head
+    x = torch.randn(2, 3, 32, 32)
+    features = model.forward_features(x)
+    assert features.shape == (2, 64, 8, 8)
+    assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)
+    assert model.get_classifier() is model.head.fc
+    model.reset_classifier(5)
+    assert model(x).shape == (2, 5) and model.num_classes == 5
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 64)
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+    assert model.pretrained_cfg["mean"] == growres.multilevel_resnet.CIFAR10_MEAN
+    assert [f["reduction"] for f in model.feature_info] == [1, 1, 2, 4]
+
+
+def test_grad_checkpointing_matches():
+    torch.manual_seed(0)
+    model = timm.create_model("growres_resnet14").eval()
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    reference = model(x)
+    model.set_grad_checkpointing(True)
+    assert torch.allclose(model(x), reference)
+
+
+@pytest.mark.parametrize("size", [32, 96])
+def test_features_only(size):
+    model = timm.create_model("growres_wrn14", features_only=True)
+    features = model(torch.randn(1, 3, size, size))
+    assert [f.shape[1] for f in features] == [32, 32, 64, 128]
+    assert [f.shape[-1] for f in features] == [size, size, size // 2, size // 4]
+    assert model.feature_info.channels() == [32, 32, 64, 128]
+
+
+def test_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    model = timm.create_model("growres_resnet14").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        eager = model(x)
+        compiled = torch.compile(model)(x)
+    assert torch.allclose(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_import_and_print_in_a_fresh_interpreter():
+    """The acceptance line: import growres, then timm builds and prints the model."""
+    code = "import growres, timm; print(timm.create_model('growres_wrn122i'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "MultilevelResNet" in result.stdout and "PreActBasicBlock" in result.stdout
+
+
+def test_model_class_is_exported():
+    assert isinstance(timm.create_model("growres_resnet14"), MultilevelResNet)
