@@ -33,7 +33,8 @@ def list_command(args: argparse.Namespace) -> None:
 
 def _subcommands():
     """Each module that adds a subcommand, imported here so ``import growres`` stays light."""
-    return [list_command_parser]
+    from . import train
+    return [list_command_parser, train.train_command_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

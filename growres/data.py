@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .errors import GrowresError
 
-__all__ = ["DATASETS", "DatasetSpec", "ImageData", "dataset_fingerprint", "load_image_data"]
+__all__ = ["DATASETS", "FASHION_MNIST_CLASSES", "DatasetSpec", "ImageData", "dataset_fingerprint", "load_image_data"]
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,19 @@ class GrowthPlan:
 
     @classmethod
     def paper(cls, interpolations: int = 2, total: int = PAPER_EPOCHS, grow: bool = True) -> "GrowthPlan":
-        """The paper's schedule (epochs 60 and 110 of 160) scaled to ``total``; equal cycles for other counts."""
+        """The paper's schedule (epochs 60 and 110 of 160) scaled to ``total``; equal cycles for other counts.
+
+        A run too short for every cycle keeps the restarts that fit when it does not grow, and is refused
+        when it grows (each interpolation needs a cycle)."""
         if interpolations == 2:
-            cycles = tuple(round(total * c / PAPER_EPOCHS) for c in PAPER_CYCLES)
+            cycles = [round(total * c / PAPER_EPOCHS) for c in PAPER_CYCLES]
         else:
-            cycles = tuple(round(total * (i + 1) / (interpolations + 1)) for i in range(interpolations))
-        return cls(cycles=cycles, total=total, grow=grow)
+            cycles = [round(total * (i + 1) / (interpolations + 1)) for i in range(interpolations)]
+        cycles = sorted({c for c in cycles if 0 < c < total})
+        if grow and len(cycles) < interpolations:
+            raise GrowresError(f"{total} epochs cannot hold the {interpolations + 1} cycles of {interpolations} "
+                               f"interpolations: train for at least {interpolations + 1} epochs.")
+        return cls(cycles=tuple(cycles), total=total, grow=grow)
 
     def to_steps(self, steps_per_epoch: int | None) -> tuple[tuple[int, ...], int]:
         """(cycle starts, total) in optimizer steps."""
@@ -225,6 +232,12 @@ class GrowthScheduler:
     def _step_size(self, growths: int) -> float:
         explicit = self.adapter.step_size(self._bare_model())
         return explicit if explicit is not None else 0.5 ** growths
+
+    @property
+    def step_ends_cycle(self) -> bool:
+        """Whether the coming :meth:`step` ends a cycle (the last step before a cycle start, or of training):
+        the moment to evaluate or export the cycle's model, before it grows."""
+        return self.step_count + 1 in self.cycle_starts or self.step_count + 1 == self.total_steps
 
     def step(self) -> GrowthRecord | None:
         """Advance one optimizer step; at a cycle start, grow (if the plan grows). Returns the growth record."""

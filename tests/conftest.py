@@ -1,6 +1,8 @@
 """Shared pytest fixtures."""
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +64,43 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
         yield HubServer(hub=hub, endpoint=endpoint, token=DEFAULT_TOKEN, hf_home=tmp_path_factory.mktemp("hf_home"))
     finally:
         hub.stop()
+
+
+# -- training runs ------------------------------------------------------------------------------------
+
+FASHION_MNIST_AVAILABLE = Path("/usr/share/datasets/fashion-mnist").is_dir()
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST_AVAILABLE, reason="needs the Debian package dataset-fashion-mnist (bash .ci/run installs it)"
+)
+
+# A short real run: growres_resnet50i on 600 Fashion-MNIST images, three cycles of one epoch each.
+TINY_RUN_ARGS = [
+    "--model", "growres_resnet50i", "--epochs", "3", "--cycles", "1,2", "--max-train-samples", "600",
+    "--max-eval-samples", "300", "--batch-size", "50", "--lr-max", "0.1", "--seed", "1",
+]
+
+
+@pytest.fixture(scope="session")
+def growres_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment for growres subprocesses: one data cache per test session, one thread per process."""
+    cache = tmp_path_factory.mktemp("growres-cache")
+    return dict(os.environ, GROWRES_CACHE=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+                HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")
+
+
+def run_growres(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the ``growres`` command line in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "growres", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, growres_env) -> Path:
+    """A finished run folder of TINY_RUN_ARGS, with a checkpoint every 6 steps (shared, read-only)."""
+    if not FASHION_MNIST_AVAILABLE:
+        pytest.skip("needs the Debian package dataset-fashion-mnist")
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_growres("train", *TINY_RUN_ARGS, "--checkpoint-every", "6", "--output-dir", str(run_dir),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

@@ -60,6 +60,9 @@ def test_paper_plan_and_scaling():
     assert GrowthPlan.paper(total=16).cycles == (6, 11)
     assert GrowthPlan.paper(interpolations=3, total=40).cycles == (10, 20, 30)
     assert GrowthPlan().to_steps(500) == ((30_000, 55_000), 80_000)
+    assert GrowthPlan.paper(total=1, grow=False).cycles == ()  # too short to restart: one cycle
+    with pytest.raises(GrowresError, match="at least 3 epochs"):
+        GrowthPlan.paper(total=2)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -1,0 +1,573 @@
+"""Multi-level training with accelerate: the paper's recipe (Sections 4 and 5.2) as a run folder.
+
+``growres train ...`` and ``accelerate launch examples/train.py ...`` are this module: arguments become a
+:class:`TrainConfig`, and :func:`training_function` runs it, single process or DDP, writing the run folder
+described in :mod:`growres.runs`.
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import timm.optim
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+from tqdm.auto import tqdm
+
+from .data import DATASETS, ImageData, dataset_fingerprint, load_image_data
+from .errors import GrowresError
+from .growth import STRATEGIES, get_adapter
+from .runs import RunFolder, export_model, write_text_atomic
+from .scheduler import GrowthPlan, GrowthScheduler
+from .time_saved import theoretical_time_saved
+
+__all__ = ["TrainConfig", "training_function", "add_train_arguments", "config_from_args", "train_command_parser"]
+
+
+def _arg(default: Any, help: str, **kwargs) -> Any:
+    return field(default=default, metadata=dict(help=help, **kwargs))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults are the paper's recipe (Section 5.2); each field is a flag."""
+    # what to train
+    model: str = _arg("growres_resnet50i", "timm model name; growres_*i models grow by their own plan")
+    dataset: str = _arg("fashion-mnist", f"known dataset: {', '.join(DATASETS)} (Fashion-MNIST works offline)")
+    dataset_id: str | None = _arg(None, "any image-classification dataset: a Hub id ORG/NAME, or a local "
+                                        "save_to_disk folder or parquet folder (overrides --dataset)")
+    image_column: str | None = _arg(None, "image column of --dataset-id (default: guessed)")
+    label_column: str | None = _arg(None, "label column of --dataset-id (default: guessed)")
+    max_train_samples: int | None = _arg(None, "use the first N training images (short runs)")
+    max_eval_samples: int | None = _arg(None, "use the first N test images (short runs)")
+    cache_dir: str | None = _arg(None, "where converted datasets are cached "
+                                       "(default $GROWRES_CACHE or ~/.cache/growres)")
+    # the multi-level schedule
+    epochs: int = _arg(160, "training epochs (paper: 160)")
+    cycles: tuple[int, ...] | None = _arg(None, "epochs where cycles start, e.g. 60,110 (paper); default: the "
+                                                "paper's points scaled to --epochs", parse="ints")
+    grow: bool | None = _arg(None, "grow at cycle starts (default: if the model plans growth; timm models: yes); "
+                                   "--no-grow restarts the LR only, as the paper's baselines")
+    strategy: str = _arg("copy", f"interpolation: {' or '.join(STRATEGIES)} (paper: copy)")
+    # optimisation (Section 5.2)
+    lr_max: float = _arg(0.5, "η_max of the cyclic cosine LR, Eq. 9")
+    lr_min: float = _arg(0.001, "η_min of the cyclic cosine LR, Eq. 9")
+    momentum: float = _arg(0.9, "SGD momentum")
+    weight_decay: float = _arg(2e-4, "weight decay (not on norms and biases)")
+    batch_size: int | None = _arg(None, "global batch size (default: the dataset's, 100 CIFAR, 32 STL-10)")
+    eval_batch_size: int = _arg(500, "evaluation batch size")
+    grad_accum: int = _arg(1, "gradient accumulation steps")
+    clip_grad: float | None = _arg(None, "clip the gradient norm to this value")
+    drop_path_rate: float = _arg(0.0, "stochastic depth rate (re-derived over the depth at each growth)")
+    model_ema: bool = _arg(False, "keep an EMA of the weights (grown with the model) and evaluate it")
+    model_ema_decay: float = _arg(0.9998, "EMA decay")
+    seed: int = _arg(0, "random seed")
+    # speed
+    mixed_precision: str = _arg("no", "accelerate mixed precision: no, fp16 or bf16 (bf16 works on CPU)")
+    channels_last: bool = _arg(False, "channels-last memory format")
+    compile: bool = _arg(False, "torch.compile the model (recompiled after each growth)")
+    # outputs
+    output_dir: str | None = _arg(None, "run folder (default runs/MODEL-DATASET)")
+    overwrite: bool = _arg(False, "replace an existing run folder")
+    checkpoint_every: str | None = _arg(None, "checkpoint every N optimizer steps, or 'epoch'")
+    resume: str | None = _arg(None, "resume from a checkpoint folder, or 'latest' in --output-dir")
+    log_with: str | None = _arg(None, "accelerate tracker: tensorboard, wandb, ... (comma-separated)")
+
+    def __post_init__(self):
+        if self.cycles is not None:
+            self.cycles = tuple(self.cycles)
+        self.validate()
+
+    def validate(self) -> None:
+        """Every user mistake the config alone can show, before anything runs or is written."""
+        def positive(name, value):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise GrowresError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
+
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_train_samples", "max_eval_samples"):
+            positive(name, getattr(self, name))
+        if not timm.is_model(self.model):
+            raise GrowresError(f"Unknown model {self.model!r}: see `growres list` or timm.list_models().")
+        if self.dataset_id is None and self.dataset not in DATASETS:
+            raise GrowresError(f"Unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}, "
+                               "or give --dataset-id ORG/NAME or a local path.")
+        if self.strategy not in STRATEGIES:
+            raise GrowresError(f"Unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise GrowresError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}.")
+        if not 0 <= self.lr_min <= self.lr_max or self.lr_max <= 0:
+            raise GrowresError(f"Need 0 <= --lr-min <= --lr-max, --lr-max > 0; got {self.lr_min}, {self.lr_max}.")
+        if self.checkpoint_every not in (None, "epoch") and not str(self.checkpoint_every).isdigit() \
+                or str(self.checkpoint_every) == "0":
+            raise GrowresError(f"--checkpoint-every takes a positive number of steps or 'epoch', "
+                               f"got {self.checkpoint_every!r}.")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise GrowresError(f"--clip-grad must be positive, got {self.clip_grad}.")
+        if self.cycles is not None:
+            GrowthPlan(cycles=self.cycles, total=self.epochs)  # order and range, in the plan's own words
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset_id or self.dataset
+
+    @property
+    def run_dir(self) -> Path:
+        default = f"runs/{self.model}-{Path(self.dataset_name).name.replace('/', '-')}"
+        return Path(self.output_dir or default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# -- arguments ----------------------------------------------------------------------------------------
+
+
+def _parse_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 60,110; got {text!r}") from None
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    """The non-None type of an ``X | None`` field."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    if isinstance(hint, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, plus --config. Flags default to None, so given ones win over the file."""
+    parser.add_argument("--config", help="YAML file of TrainConfig fields; flags win over it")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(f)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+        elif f.metadata.get("parse") == "ints":
+            parser.add_argument(flag, type=_parse_ints, default=None, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=f"{f.metadata['help']} (default: {f.default})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig defaults, overridden by the --config file, overridden by the flags given."""
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise GrowresError(f"Cannot read the config file {args.config}: {err}") from None
+        if not isinstance(loaded, dict):
+            raise GrowresError(f"The config file {args.config} must hold a mapping of TrainConfig fields.")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise GrowresError(f"Unknown keys in {args.config}: {', '.join(unknown)}.")
+        values.update(loaded)
+    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None and k in
+                   {f.name for f in dataclasses.fields(TrainConfig)}})
+    return TrainConfig(**values)
+
+
+def train_command_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="Train (and grow) a model; the same code as `accelerate launch examples/train.py`.",
+        description="Multi-level training. Defaults are the paper's recipe; see README for the full recipes.",
+    )
+    add_train_arguments(parser)
+    parser.set_defaults(func=train_command)
+
+
+def train_command(args: argparse.Namespace) -> None:
+    training_function(config_from_args(args))
+
+
+# -- data order ---------------------------------------------------------------------------------------
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """A fresh permutation every epoch, a function of (seed, epoch) alone, so a resumed run sees the same order.
+
+    Its method is ``start_epoch``, not ``set_epoch``: accelerate's loaders call ``set_epoch`` with their
+    own iteration count, which restarts at 0 in a resumed process.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+# -- the training function ------------------------------------------------------------------------------
+
+
+def _check_run_dir(config: TrainConfig) -> None:
+    run_dir = config.run_dir
+    if config.resume or not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not config.overwrite:
+        raise GrowresError(f"The run folder {run_dir} exists: pass --overwrite to replace it, "
+                           "or --resume latest to continue it.")
+
+
+def _find_checkpoint(config: TrainConfig) -> Path:
+    if config.resume == "latest":
+        checkpoints = RunFolder(config.run_dir).checkpoints()
+        if not checkpoints:
+            raise GrowresError(f"--resume latest: no checkpoint in {config.run_dir / 'checkpoints'}.")
+        return checkpoints[-1]
+    path = Path(config.resume)
+    if not (path / "growth.json").is_file():
+        raise GrowresError(f"--resume {path}: not a growres checkpoint (no growth.json).")
+    return path
+
+
+def _identity(config: TrainConfig, data: ImageData) -> dict[str, Any]:
+    """What must match for a checkpoint to continue this run."""
+    keys = ("model", "epochs", "cycles", "grow", "strategy", "seed", "batch_size", "grad_accum")
+    return {"config": {k: config.to_dict()[k] for k in keys}, "data": dataset_fingerprint(data)}
+
+
+def _resolve_plan(config: TrainConfig, model: torch.nn.Module) -> GrowthPlan:
+    planned = get_adapter(model).planned_interpolations(model)
+    grow = config.grow if config.grow is not None else planned != 0
+    if config.cycles is not None:
+        return GrowthPlan(cycles=config.cycles, total=config.epochs, grow=grow)
+    return GrowthPlan.paper(interpolations=planned or 2, total=config.epochs, grow=grow)
+
+
+def evaluate(model, loader, data: ImageData, accelerator) -> tuple[float, float]:
+    """Mean loss and accuracy over the whole eval set (all processes)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    correct = torch.zeros((), device=accelerator.device)
+    count = torch.zeros((), device=accelerator.device)
+    with torch.no_grad():
+        for images, labels in loader:
+            logits = model(data.normalize(images))
+            logits, labels = accelerator.gather_for_metrics((logits, labels))
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct += (logits.argmax(-1) == labels).sum()
+            count += labels.numel()
+    model.train()
+    return (loss_sum / count).item(), (correct / count).item()
+
+
+def plot_accuracy(run: RunFolder) -> None:
+    """Train and test accuracy per epoch with the interpolations marked (paper Figure 6)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = run.metrics()
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [100 * r["train_acc"] for r in rows], label="train")
+    ax.plot(epochs, [100 * r["test_acc"] for r in rows], label="test")
+    for i, record in enumerate(run.growth_records()):
+        ax.axvline(record["epoch"], color="grey", linestyle="--", label="interpolation" if i == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{run.config().get('model')} on {run.config().get('dataset_name')}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.plot_path.with_name(".tmp-accuracy.png"), dpi=120)
+    plt.close(fig)
+    os.replace(run.plot_path.with_name(".tmp-accuracy.png"), run.plot_path)
+
+
+def _bare(accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model without DDP, mixed-precision or torch.compile wrappers."""
+    return accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)
+
+
+class _Run:
+    """The mutable state of one training run: history, timings and the run folder's files."""
+
+    def __init__(self, folder: RunFolder, accelerator):
+        self.folder, self.accelerator = folder, accelerator
+        self.history: list[dict[str, Any]] = []
+        self.growth: list[dict[str, Any]] = []
+        self.cycles: list[dict[str, Any]] = []
+        self.train_seconds = 0.0  # training time of finished epochs (growth events included)
+        self.epoch_seconds = 0.0  # of the epoch in progress
+        self.epoch_sums = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch in progress (this process)
+
+    def state(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("history", "growth", "cycles", "train_seconds", "epoch_seconds",
+                                              "epoch_sums")}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def write_logs(self) -> None:
+        if self.accelerator.is_main_process:
+            write_text_atomic(self.folder.metrics_path, "".join(json.dumps(r) + "\n" for r in self.history))
+            write_text_atomic(self.folder.growth_path, "".join(json.dumps(r) + "\n" for r in self.growth))
+
+
+def _save_checkpoint(accelerator, run: _Run, scheduler: GrowthScheduler, identity: dict, epoch: int) -> None:
+    """accelerate's state plus growth.json, renamed into place only when whole."""
+    name = f"step-{scheduler.step_count:08d}"
+    final = run.folder.checkpoints_dir / name
+    tmp = run.folder.checkpoints_dir / f".tmp-{name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        growth = {"scheduler": scheduler.state_dict(), "epoch": epoch, "run": run.state(), "identity": identity}
+        (tmp / "growth.json").write_text(json.dumps(growth))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+
+
+def training_function(config: TrainConfig) -> dict[str, Any]:
+    """Train ``config.model`` by the multi-level method; returns the run's summary."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from timm.utils import ModelEmaV3
+
+    # 1. Check the run folder before any process writes to it, then start accelerate
+    _check_run_dir(config)
+    checkpoint = _find_checkpoint(config) if config.resume else None
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        log_with=config.log_with.split(",") if config.log_with else None,
+        project_dir=str(config.run_dir),
+        dynamo_backend="inductor" if config.compile else "no",
+    )
+    folder = RunFolder(config.run_dir)
+    if accelerator.is_main_process:
+        if config.overwrite and not config.resume and folder.path.exists():
+            shutil.rmtree(folder.path)
+        folder.path.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    set_seed(config.seed)
+
+    # 2. Data: uint8 tensors, augmented in batches on the device (Appendix A)
+    with accelerator.main_process_first():
+        data = load_image_data(
+            config.dataset, dataset_id=config.dataset_id, image_column=config.image_column,
+            label_column=config.label_column, max_train_samples=config.max_train_samples,
+            max_eval_samples=config.max_eval_samples, cache_dir=config.cache_dir,
+        )
+    spec = DATASETS.get(config.dataset)
+    if config.batch_size is None:
+        config.batch_size = spec.batch_size if spec else 100
+    if config.batch_size % accelerator.num_processes:
+        raise GrowresError(f"--batch-size {config.batch_size} must be divisible by the "
+                           f"{accelerator.num_processes} processes.")
+    per_process_batch = config.batch_size // accelerator.num_processes
+    sampler = EpochPermutationSampler(len(data.train_labels), config.seed)
+    train_loader = DataLoader(TensorDataset(data.train_images, data.train_labels), per_process_batch, sampler=sampler)
+    eval_loader = DataLoader(TensorDataset(data.test_images, data.test_labels), config.eval_batch_size)
+
+    # 3. Model, optimizer (SGD, no weight decay on norms and biases), EMA
+    model_kwargs = dict(num_classes=data.num_classes, in_chans=data.train_images.shape[1])
+    if config.drop_path_rate:
+        model_kwargs["drop_path_rate"] = config.drop_path_rate
+    try:
+        model = timm.create_model(config.model, **model_kwargs)
+    except TypeError as err:  # an argument this model does not take, e.g. a stochastic depth rate
+        raise GrowresError(f"Cannot build {config.model} with {model_kwargs}: {err}") from None
+    get_adapter(model)  # a clear error now for a model growth does not know
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = timm.optim.create_optimizer_v2(
+        model, "sgd", lr=config.lr_max, momentum=config.momentum, weight_decay=config.weight_decay,
+    )
+    plan = _resolve_plan(config, model)
+    config.cycles, config.grow = plan.cycles, plan.grow
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    ema = None
+    if config.model_ema:
+        ema = ModelEmaV3(_bare(accelerator, model), decay=config.model_ema_decay)
+        accelerator.register_for_checkpointing(ema)
+
+    # 4. The growth scheduler: cyclic cosine LR of Eq. 9 and interpolation at the cycle starts
+    steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
+    scheduler = GrowthScheduler(
+        model, optimizer, plan, steps_per_epoch=steps_per_epoch, strategy=config.strategy,
+        lr_max=config.lr_max, lr_min=config.lr_min, ema=ema, accelerator=accelerator,
+    )
+    identity = _identity(config, data)
+    run = _Run(folder, accelerator)
+
+    # 5. Resume: rebuild the checkpoint's depth, then load weights, optimizer, RNG and EMA into it
+    start_epoch = 0
+    if checkpoint is not None:
+        saved = json.loads((checkpoint / "growth.json").read_text())
+        if saved["identity"] != identity:
+            raise GrowresError(f"Cannot resume from {checkpoint}: it belongs to another run "
+                               f"({saved['identity']['config']['model']} on {saved['identity']['data']['name']}); "
+                               f"this run is {config.model} on {data.name}.")
+        scheduler.load_state_dict(saved["scheduler"])
+        accelerator.load_state(str(checkpoint))
+        run.load(saved["run"])
+        start_epoch = scheduler.step_count // steps_per_epoch
+        run.write_logs()
+
+    if accelerator.is_main_process:
+        write_text_atomic(folder.config_path, yaml.safe_dump(
+            dict(config.to_dict(), dataset_name=data.name, num_classes=data.num_classes), sort_keys=False))
+    if config.log_with:
+        flat = {k: str(v) if isinstance(v, (list, tuple)) or v is None else v for k, v in config.to_dict().items()}
+        accelerator.init_trackers("growres", config=flat)
+
+    # 6. Train: each epoch is a pass over a fresh permutation; growth happens inside scheduler.step()
+    data_config = dict(input_size=tuple(data.train_images.shape[1:]), mean=data.mean, std=data.std)
+    for epoch in range(start_epoch, config.epochs):
+        sampler.start_epoch(epoch)
+        done = scheduler.step_count - epoch * steps_per_epoch  # optimizer steps already taken this epoch
+        loader = accelerator.skip_first_batches(train_loader, done * config.grad_accum) if done else train_loader
+        batches = len(train_loader) - done * config.grad_accum
+        progress = tqdm(loader, total=batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                        disable=True if not accelerator.is_local_main_process else None)  # None: on a terminal
+        clock = time.perf_counter()  # training time: batches and growth, not evaluation, export or checkpoints
+        for batch_idx, (images, labels) in enumerate(progress):
+            # Every batch's randomness (crops, flips, stochastic depth) is a function of (seed, batch, process)
+            # alone, so a run resumed anywhere draws exactly what the uninterrupted run drew.
+            batch_number = epoch * len(train_loader) + done * config.grad_accum + batch_idx
+            torch.manual_seed((config.seed << 40) + (batch_number << 8) + accelerator.process_index)
+            images = data.augment(images)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with accelerator.accumulate(scheduler.model):
+                logits = scheduler.model(images)
+                loss = F.cross_entropy(logits, labels)
+                accelerator.backward(loss)
+                if config.clip_grad and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(scheduler.model.parameters(), config.clip_grad)
+                scheduler.optimizer.step()
+                scheduler.optimizer.zero_grad()
+            run.epoch_sums[0] += loss.item() * labels.numel()
+            run.epoch_sums[1] += (logits.argmax(-1) == labels).sum().item()
+            run.epoch_sums[2] += labels.numel()
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.update(_bare(accelerator, scheduler.model))
+            lr = scheduler.lr
+            run.epoch_seconds += time.perf_counter() - clock
+            if batch_idx == batches - 1:  # the epoch's last step: evaluate the model it trained, before growth
+                _end_epoch(run, scheduler, eval_loader, data, accelerator, ema, epoch, lr)
+            if scheduler.step_ends_cycle:
+                _end_cycle(run, scheduler, eval_loader, data, accelerator, data_config)
+            clock = time.perf_counter()
+            record = scheduler.step()
+            if record is not None:
+                run.growth.append(dataclasses.asdict(record))
+                run.write_logs()
+                accelerator.print(f"interpolated at epoch {record.epoch:g}: {record.layers} blocks, "
+                                  f"h={record.step_size:g}, {record.num_params:,} parameters, {record.seconds:.2f}s")
+            if config.checkpoint_every not in (None, "epoch") and \
+                    scheduler.step_count % int(config.checkpoint_every) == 0:
+                run.epoch_seconds += time.perf_counter() - clock
+                _save_checkpoint(accelerator, run, scheduler, identity, epoch)
+                clock = time.perf_counter()
+        run.epoch_seconds += time.perf_counter() - clock
+        run.train_seconds += run.epoch_seconds
+        run.epoch_seconds = 0.0
+        if config.checkpoint_every == "epoch":
+            _save_checkpoint(accelerator, run, scheduler, identity, epoch + 1)
+
+    # 7. The final model, the figure and the summary
+    return _finish(run, scheduler, config, data, accelerator, data_config)
+
+
+def _end_epoch(run: _Run, scheduler, eval_loader, data, accelerator, ema, epoch: int, lr: float) -> None:
+    loss_sum, correct, seen = accelerator.reduce(torch.tensor(run.epoch_sums, device=accelerator.device), "sum")
+    test_loss, test_acc = evaluate(scheduler.model, eval_loader, data, accelerator)
+    seconds = run.epoch_seconds
+    row = {
+        "epoch": epoch + 1, "step": scheduler.step_count + 1, "cycle": scheduler.cycle + 1,
+        "train_loss": (loss_sum / seen).item(), "train_acc": (correct / seen).item(),
+        "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
+        "layers": list(scheduler.layers), "step_size": scheduler.step_size,
+        "num_params": sum(p.numel() for p in scheduler.model.parameters()),
+        "epoch_seconds": seconds, "cumulative_seconds": run.train_seconds + seconds,
+        "images_per_second": seen.item() / seconds if seconds else None,
+    }
+    if ema is not None:
+        row["ema_test_loss"], row["ema_test_acc"] = evaluate(ema.module, eval_loader, data, accelerator)
+    run.history.append(row)
+    run.epoch_sums = [0.0, 0.0, 0.0]
+    run.write_logs()
+    accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch + 1)
+    accelerator.print(f"epoch {epoch + 1}: train acc {row['train_acc']:.4f}, test acc {test_acc:.4f}, "
+                      f"blocks {row['layers']}, h={row['step_size']:g}, {seconds:.1f}s")
+
+
+def _end_cycle(run: _Run, scheduler, eval_loader, data, accelerator, data_config) -> None:
+    """Export the model as it ends its cycle (before growth), with its test accuracy."""
+    cycle = scheduler.cycle + 1
+    if run.history and run.history[-1]["step"] == scheduler.step_count + 1:  # the epoch's evaluation just ran
+        test_loss, test_acc = run.history[-1]["test_loss"], run.history[-1]["test_acc"]
+    else:
+        test_loss, test_acc = evaluate(scheduler.model, eval_loader, data, accelerator)
+    info = {"cycle": cycle, "step": scheduler.step_count + 1, "layers": list(scheduler.layers),
+            "step_size": scheduler.step_size, "test_loss": test_loss, "test_acc": test_acc,
+            "train_seconds": run.train_seconds + run.epoch_seconds}
+    run.cycles = [c for c in run.cycles if c["cycle"] != cycle] + [info]
+    if accelerator.is_main_process:
+        directory = run.folder.cycles_dir / f"cycle-{cycle}"
+        export_model(_bare(accelerator, scheduler.model), directory, data_config)
+        write_text_atomic(directory / "metrics.json", json.dumps(info, indent=2))
+    accelerator.wait_for_everyone()
+
+
+def _finish(run: _Run, scheduler, config: TrainConfig, data: ImageData, accelerator, data_config) -> dict[str, Any]:
+    model = _bare(accelerator, scheduler.model)
+    final = run.history[-1]
+    summary = {
+        "model": config.model, "dataset": data.name, "num_classes": data.num_classes,
+        "test_acc": final["test_acc"], "test_loss": final["test_loss"], "train_acc": final["train_acc"],
+        "layers": final["layers"], "step_size": final["step_size"], "num_params": final["num_params"],
+        "train_seconds": run.train_seconds, "epochs": config.epochs, "cycles": run.cycles,
+        "growth": run.growth, "plan": dataclasses.asdict(scheduler.plan),
+        "theoretical_time_saved": theoretical_time_saved(scheduler.plan) if scheduler.plan.grow else 0.0,
+        "world_size": accelerator.num_processes,
+    }
+    if accelerator.num_processes > 1:  # DDP must have kept every replica's parameters identical
+        flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+        replicas = accelerator.gather(flat[None])
+        summary["replicas_in_sync"] = bool((replicas == replicas[0]).all())
+    if accelerator.is_main_process:
+        export_model(model, run.folder.final_dir, data_config)
+        write_text_atomic(run.folder.summary_path, json.dumps(summary, indent=2))
+        plot_accuracy(run.folder)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    accelerator.print(
+        f"{config.model} on {data.name}: test accuracy {100 * summary['test_acc']:.2f}% after "
+        f"{config.epochs} epochs ({'-'.join(map(str, summary['layers']))} blocks, h={summary['step_size']:g}), "
+        f"{summary['train_seconds']:.0f}s of training; results in {run.folder.path}/"
+    )
+    return summary

@@ -1,0 +1,274 @@
+"""`growres train` / examples/train.py: run folders, export, resume mid-growth, bad input, datasets."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+from conftest import TINY_RUN_ARGS, needs_fashion_mnist, run_growres
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+from PIL import Image as PILImage
+from safetensors.torch import load_file
+
+import growres  # noqa: F401  (registers the models for local-dir: loading)
+from growres.data import load_image_data
+from growres.runs import RunFolder
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "train.py"
+
+
+def assert_same_weights(dir_a: Path, dir_b: Path, atol: float = 1e-6) -> None:
+    a, b = load_file(dir_a / "model.safetensors"), load_file(dir_b / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+
+
+@needs_fashion_mnist
+def test_run_folder_has_everything(tiny_run):
+    run = RunFolder(tiny_run)
+    config = run.config()
+    assert config["model"] == "growres_resnet50i" and config["cycles"] == [1, 2] and config["batch_size"] == 50
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["layers"] for r in rows] == [[2, 2, 2], [4, 4, 4], [8, 8, 8]]
+    assert [r["step_size"] for r in rows] == [1.0, 0.5, 0.25]
+    for row in rows:
+        assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "cumulative_seconds",
+                "images_per_second"} <= row.keys()
+        assert row["images_per_second"] > 0
+    assert rows[-1]["cumulative_seconds"] >= sum(r["epoch_seconds"] for r in rows) - 1e-6
+    assert [(g["step"], g["layers"], g["step_size"]) for g in run.growth_records()] == [
+        (12, [4, 4, 4], 0.5), (24, [8, 8, 8], 0.25)]
+    assert run.plot_path.stat().st_size > 10_000
+    summary = run.summary()
+    assert summary["test_acc"] == rows[-1]["test_acc"] and len(summary["cycles"]) == 3
+    assert [d.name for d in run.cycle_dirs()] == ["cycle-1", "cycle-2", "cycle-3"]
+    # 36 steps on 600 real images already learn something: twice the chance level
+    assert rows[-1]["train_acc"] > 0.2
+
+
+@needs_fashion_mnist
+def test_exported_models_rebuild_exactly_through_timm(tiny_run, growres_env):
+    run = RunFolder(tiny_run)
+    model = timm.create_model(f"local-dir:{run.final_dir}", pretrained=True).eval()
+    assert model.layers == (8, 8, 8) and model.step_size == 0.25
+    state = load_file(run.final_dir / "model.safetensors")
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # its accuracy on the run's test images is the one the run reported
+    data = load_image_data("fashion-mnist", max_eval_samples=300, cache_dir=growres_env["GROWRES_CACHE"])
+    with torch.no_grad():
+        predictions = model(data.normalize(data.test_images)).argmax(-1)
+    accuracy = (predictions == data.test_labels).float().mean().item()
+    assert accuracy == pytest.approx(run.summary()["test_acc"], abs=1e-6)
+    for cycle_dir, layers in zip(run.cycle_dirs(), [(2, 2, 2), (4, 4, 4), (8, 8, 8)]):
+        cycle_model = timm.create_model(f"local-dir:{cycle_dir}", pretrained=True)
+        assert cycle_model.layers == layers
+    assert_same_weights(run.cycle_dirs()[-1], run.final_dir, atol=0)
+    assert not list(tiny_run.rglob("*.bin")) or all("checkpoints" in str(p) for p in tiny_run.rglob("*.bin"))
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("checkpoint", ["step-00000012", "step-00000018"])
+def test_resume_continues_to_the_same_weights(tiny_run, growres_env, tmp_path, checkpoint):
+    """step-12 is taken right after the first interpolation, step-18 in the middle of cycle 2."""
+    source = tiny_run / "checkpoints" / checkpoint
+    assert json.loads((source / "growth.json").read_text())["scheduler"]["step"] == int(checkpoint.split("-")[1])
+    resumed = tmp_path / "resumed"
+    result = run_growres("train", *TINY_RUN_ARGS, "--resume", str(source), "--output-dir", str(resumed),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(tiny_run / "final", resumed / "final")
+    assert [r["test_acc"] for r in RunFolder(resumed).metrics()] == pytest.approx(
+        [r["test_acc"] for r in RunFolder(tiny_run).metrics()], abs=1e-6)
+    assert RunFolder(resumed).growth_records()[-1]["layers"] == [8, 8, 8]
+
+
+@needs_fashion_mnist
+def test_a_killed_run_resumes_from_its_latest_complete_checkpoint(tiny_run, growres_env, tmp_path):
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "growres", "train", *TINY_RUN_ARGS, "--checkpoint-every", "1",
+               "--output-dir", str(run_dir)]
+    process = subprocess.Popen(command, env=growres_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "step-00000014").exists():  # past the first interpolation
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    complete = RunFolder(run_dir).checkpoints()
+    assert complete and all((c / "growth.json").is_file() and (c / "model.safetensors").is_file() for c in complete)
+    assert not (run_dir / "final").exists()
+
+    result = run_growres("train", *TINY_RUN_ARGS, "--resume", "latest", "--output-dir", str(run_dir),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(tiny_run / "final", run_dir / "final")
+
+
+@needs_fashion_mnist
+def test_config_file_with_flags_winning(growres_env, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"model": "growres_resnet14", "epochs": 2, "cycles": [1], "batch_size": 100,
+                                      "max_train_samples": 200, "max_eval_samples": 100, "lr_max": 0.2}))
+    result = run_growres("train", "--config", str(config), "--epochs", "3", "--cycles", "1,2",
+                         "--output-dir", str(tmp_path / "run"), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = RunFolder(tmp_path / "run").config()
+    assert resolved["model"] == "growres_resnet14" and resolved["lr_max"] == 0.2  # from the file
+    assert resolved["epochs"] == 3 and resolved["cycles"] == [1, 2]  # flags win
+    assert resolved["grow"] is False  # a fixed-depth model: the LR restarts, the depth stays
+    rows = RunFolder(tmp_path / "run").metrics()
+    assert [r["layers"] for r in rows] == [[2, 2, 2]] * 3 and RunFolder(tmp_path / "run").growth_records() == []
+    assert "test accuracy" in result.stdout and str(tmp_path / "run") in result.stdout
+
+
+def _image_dataset(tmp_path: Path, columns: tuple[str, str], size: int, n: int = 40, extra=None) -> Path:
+    """A tiny dataset with the schema of a Hub dataset (CIFAR: img/label; STL-10: image/label; CIFAR-100: ...)."""
+    image_col, label_col = columns
+    gen = torch.Generator().manual_seed(0)
+
+    def split(count):
+        pixels = torch.randint(0, 256, (count, size, size, 3), dtype=torch.uint8, generator=gen).numpy()
+        values = {image_col: [PILImage.fromarray(p) for p in pixels], label_col: [i % 3 for i in range(count)]}
+        features = {image_col: Image(), label_col: ClassLabel(names=["a", "b", "c"])}
+        for name in extra or ():
+            values[name] = [0] * count
+            features[name] = ClassLabel(names=["x"])
+        return Dataset.from_dict(values, features=Features(features))
+
+    path = tmp_path / f"{image_col}-{size}"
+    DatasetDict(train=split(n), test=split(n // 2)).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("columns, size, extra_args", [
+    (("img", "label"), 32, []),  # CIFAR-10 schema
+    (("img", "fine_label"), 32, ["--label-column", "fine_label"]),  # CIFAR-100 schema
+    (("image", "label"), 96, ["--dataset", "stl10"]),  # STL-10 schema: 96x96, pad 12, batch 32 from the spec
+])
+def test_local_datasets_with_hub_schemas_train(growres_env, tmp_path, columns, size, extra_args):
+    path = _image_dataset(tmp_path, columns, size, extra=("coarse_label",) if columns[1] == "fine_label" else None)
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--model", "growres_resnet14", "--dataset-id", str(path), *extra_args,
+                         "--epochs", "2", "--cycles", "1", "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(run_dir)
+    assert run.summary()["num_classes"] == 3
+    assert run.config()["batch_size"] == (32 if "stl10" in extra_args else 100)
+    model = timm.create_model(f"local-dir:{run.final_dir}", pretrained=True)
+    assert model(torch.zeros(1, 3, size, size)).shape == (1, 3)
+
+
+@pytest.fixture
+def finished_other_run(tiny_run, tmp_path):
+    """A copy of the tiny run, to try bad commands against."""
+    copy = tmp_path / "existing"
+    shutil.copytree(tiny_run, copy)
+    return copy
+
+
+BAD_COMMANDS = [
+    (["--dataset", "mnist-nope"], "Unknown dataset"),
+    (["--model", "resnet_nope"], "Unknown model"),
+    (["--model", "vgg11"], "No growth adapter"),
+    (["--cycles", "2,1"], "strictly increasing"),
+    (["--cycles", "1,5", "--epochs", "3"], "inside"),
+    (["--batch-size", "0"], "positive integer"),
+    (["--batch-size", "-5"], "positive integer"),
+    (["--checkpoint-every", "often"], "checkpoint-every"),
+    (["--strategy", "magic"], "Unknown strategy"),
+    (["--model", "growres_resnet50i", "--cycles", "1"], "exactly 2"),
+    (["--resume", "/nonexistent/checkpoint"], "not a growres checkpoint"),
+]
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("args, message", BAD_COMMANDS)
+def test_bad_input_gives_one_clear_line(growres_env, tmp_path, args, message):
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--epochs", "3", "--max-train-samples", "100", "--output-dir", str(run_dir),
+                         *args, env=growres_env)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 or "error:" in result.stderr.strip().splitlines()[-1]
+    assert not (run_dir / "final").exists()
+
+
+def test_missing_column_is_a_clear_error(growres_env, tmp_path):
+    path = _image_dataset(tmp_path, ("img", "label"), 32)
+    result = run_growres("train", "--dataset-id", str(path), "--label-column", "fine_label",
+                         "--output-dir", str(tmp_path / "run"), env=growres_env)
+    assert result.returncode == 2 and "fine_label" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_data_offline_is_a_clear_error(growres_env, tmp_path):
+    env = dict(growres_env, GROWRES_FASHION_MNIST_DIR=str(tmp_path / "nothing"), GROWRES_CACHE=str(tmp_path))
+    result = run_growres("train", "--output-dir", str(tmp_path / "run"), env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "dataset-fashion-mnist" in result.stderr
+
+
+@needs_fashion_mnist
+def test_existing_run_folder_is_never_overwritten(finished_other_run, growres_env):
+    before = {p: p.stat().st_mtime_ns for p in finished_other_run.rglob("*")}
+    result = run_growres("train", *TINY_RUN_ARGS, "--output-dir", str(finished_other_run), env=growres_env)
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in finished_other_run.rglob("*")} == before
+
+
+@needs_fashion_mnist
+def test_resume_from_another_run_is_refused(finished_other_run, growres_env, tmp_path):
+    checkpoint = finished_other_run / "checkpoints" / "step-00000012"
+    result = run_growres("train", *TINY_RUN_ARGS[2:], "--model", "growres_wrn50i", "--resume", str(checkpoint),
+                         "--output-dir", str(tmp_path / "other"), env=growres_env)
+    assert result.returncode == 2 and "another run" in result.stderr and "Traceback" not in result.stderr
+
+
+@needs_fashion_mnist
+def test_example_script_is_the_same_code_path(growres_env, tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLE), "--model", "growres_resnet14", "--epochs", "1",
+                             "--max-train-samples", "100", "--max-eval-samples", "100", "--output-dir",
+                             str(tmp_path / "run")], env=growres_env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    bad = subprocess.run([sys.executable, str(EXAMPLE), "--batch-size", "0"], env=growres_env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "positive integer" in bad.stderr and "Traceback" not in bad.stderr
+
+
+SPEED_FLAGS = ["--mixed-precision", "bf16", "--channels-last", "--grad-accum", "2", "--clip-grad", "1.0",
+               "--model-ema", "--log-with", "tensorboard"]
+
+
+@needs_fashion_mnist
+def test_speed_flags_ema_and_resume_work_together(growres_env, tmp_path):
+    args = ["train", "--epochs", "3", "--max-train-samples", "400", "--max-eval-samples", "100", *SPEED_FLAGS]
+    result = run_growres(*args, "--checkpoint-every", "2", "--output-dir", str(tmp_path / "a"), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(tmp_path / "a")
+    assert [r["layers"] for r in run.metrics()] == [[2, 2, 2], [4, 4, 4], [8, 8, 8]]
+    assert all("ema_test_acc" in r for r in run.metrics())
+    assert list((tmp_path / "a" / "growres").iterdir())  # tensorboard event files
+    # resume right after the first interpolation (step 2 of 2 steps an epoch), EMA and all
+    resumed = run_growres(*args, "--resume", str(tmp_path / "a" / "checkpoints" / "step-00000002"),
+                          "--output-dir", str(tmp_path / "b"), env=growres_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(tmp_path / "a" / "final", tmp_path / "b" / "final")
+    assert [r["ema_test_acc"] for r in RunFolder(tmp_path / "b").metrics()] == pytest.approx(
+        [r["ema_test_acc"] for r in run.metrics()], abs=1e-6)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_compile_recompiles_after_growth(growres_env, tmp_path):
+    result = run_growres("train", "--epochs", "3", "--max-train-samples", "200", "--max-eval-samples", "100",
+                         "--compile", "--output-dir", str(tmp_path / "run"), env=growres_env, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["layers"] for r in RunFolder(tmp_path / "run").metrics()] == [[2, 2, 2], [4, 4, 4], [8, 8, 8]]
