@@ -61,9 +61,11 @@ class TrainConfig:
                                    "--no-grow restarts the LR only, as the paper's baselines")
     strategy: str = _arg("copy", f"interpolation: {' or '.join(STRATEGIES)} (paper: copy)")
     # optimisation (Section 5.2)
+    opt: str = _arg("sgd", "timm optimizer name (create_optimizer_v2), paper: sgd with momentum")
     lr_max: float = _arg(0.5, "η_max of the cyclic cosine LR, Eq. 9")
     lr_min: float = _arg(0.001, "η_min of the cyclic cosine LR, Eq. 9")
     momentum: float = _arg(0.9, "SGD momentum")
+    smoothing: float = _arg(0.0, "label smoothing of the training loss")
     weight_decay: float = _arg(2e-4, "weight decay (not on norms and biases)")
     batch_size: int | None = _arg(None, "global batch size (default: the dataset's, 100 CIFAR, 32 STL-10)")
     eval_batch_size: int = _arg(500, "evaluation batch size")
@@ -112,6 +114,8 @@ class TrainConfig:
                 or str(self.checkpoint_every) == "0":
             raise GrowresError(f"--checkpoint-every takes a positive number of steps or 'epoch', "
                                f"got {self.checkpoint_every!r}.")
+        if not 0 <= self.smoothing < 1:
+            raise GrowresError(f"--smoothing must be in [0, 1), got {self.smoothing}.")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise GrowresError(f"--clip-grad must be positive, got {self.clip_grad}.")
         if self.cycles is not None:
@@ -245,7 +249,7 @@ def _find_checkpoint(config: TrainConfig) -> Path:
 
 def _identity(config: TrainConfig, data: ImageData) -> dict[str, Any]:
     """What must match for a checkpoint to continue this run."""
-    keys = ("model", "epochs", "cycles", "grow", "strategy", "seed", "batch_size", "grad_accum")
+    keys = ("model", "epochs", "cycles", "grow", "strategy", "seed", "batch_size", "grad_accum", "opt")
     return {"config": {k: config.to_dict()[k] for k in keys}, "data": dataset_fingerprint(data)}
 
 
@@ -400,9 +404,12 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
     get_adapter(model)  # a clear error now for a model growth does not know
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = timm.optim.create_optimizer_v2(
-        model, "sgd", lr=config.lr_max, momentum=config.momentum, weight_decay=config.weight_decay,
-    )
+    try:
+        optimizer = timm.optim.create_optimizer_v2(
+            model, config.opt, lr=config.lr_max, momentum=config.momentum, weight_decay=config.weight_decay,
+        )
+    except (AssertionError, ValueError) as err:  # timm's unknown-optimizer check
+        raise GrowresError(f"Cannot create optimizer {config.opt!r}: {err}") from None
     plan = _resolve_plan(config, model)
     config.cycles, config.grow = plan.cycles, plan.grow
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
@@ -461,7 +468,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
                 images = images.contiguous(memory_format=torch.channels_last)
             with accelerator.accumulate(scheduler.model):
                 logits = scheduler.model(images)
-                loss = F.cross_entropy(logits, labels)
+                loss = F.cross_entropy(logits, labels, label_smoothing=config.smoothing)
                 accelerator.backward(loss)
                 if config.clip_grad and accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(scheduler.model.parameters(), config.clip_grad)

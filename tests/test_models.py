@@ -186,5 +186,14 @@ def test_import_and_print_in_a_fresh_interpreter():
     assert "MultilevelResNet" in result.stdout and "PreActBasicBlock" in result.stdout
 
 
+def test_growres_list_shows_the_twelve_models():
+    result = subprocess.run([sys.executable, "-m", "growres", "list"], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()[1:]
+    assert sorted(line.split()[0] for line in lines) == sorted(MODELS)
+    rows = {line.split()[0]: line for line in lines}
+    assert "2x -> 20-20-20, h=0.25" in rows["growres_wrn122i"] and "1,849,898" in rows["growres_wrn122i"]
+    assert rows["growres_wrn122"].split()[-1] == "7,669,418"
+
+
 def test_model_class_is_exported():
     assert isinstance(timm.create_model("growres_resnet14"), MultilevelResNet)

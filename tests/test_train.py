@@ -184,6 +184,8 @@ BAD_COMMANDS = [
     (["--batch-size", "-5"], "positive integer"),
     (["--checkpoint-every", "often"], "checkpoint-every"),
     (["--strategy", "magic"], "Unknown strategy"),
+    (["--opt", "nope"], "Cannot create optimizer"),
+    (["--smoothing", "1.5"], "--smoothing"),
     (["--model", "growres_resnet50i", "--cycles", "1"], "exactly 2"),
     (["--resume", "/nonexistent/checkpoint"], "not a growres checkpoint"),
 ]
