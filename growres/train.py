@@ -319,10 +319,15 @@ class _Run:
         self.epoch_sums = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch in progress (this process)
 
     def state(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("history", "growth", "cycles", "train_seconds", "epoch_seconds",
-                                              "epoch_sums")}
+        """The run's state for a checkpoint (collective: every process calls it)."""
+        # each process keeps its own running sums of the epoch in progress
+        sums = self.accelerator.gather(torch.tensor([self.epoch_sums], device=self.accelerator.device))
+        state = {k: getattr(self, k) for k in ("history", "growth", "cycles", "train_seconds", "epoch_seconds")}
+        return dict(state, epoch_sums_per_process=sums.tolist())
 
     def load(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.epoch_sums = state.pop("epoch_sums_per_process")[self.accelerator.process_index]
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -342,9 +347,10 @@ def _save_checkpoint(accelerator, run: _Run, scheduler: GrowthScheduler, identit
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    run_state = run.state()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        growth = {"scheduler": scheduler.state_dict(), "epoch": epoch, "run": run.state(), "identity": identity}
+        growth = {"scheduler": scheduler.state_dict(), "epoch": epoch, "run": run_state, "identity": identity}
         (tmp / "growth.json").write_text(json.dumps(growth))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
