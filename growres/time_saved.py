@@ -39,8 +39,9 @@ def theoretical_time_saved(
             ``1 - (2 - 2**-k) / (k + 1)`` (0.25 for k=1, 0.42 for k=2). A :class:`GrowthPlan` takes its
             own cycle lengths.
         model: the model at its first-cycle depth. With a plan, each cycle's cost is then its forward FLOPs
-            (the stem, transitions and head do not double, so this is below the ideal figure); without one,
-            a cycle costs in proportion to its blocks, as in Table 2. The model is not changed.
+            (the stem, transitions and head do not double, so this differs from the ideal figure: for the
+            paper's ResNets the cheap stride-2 transitions put it slightly above); without one, a cycle costs
+            in proportion to its blocks, as in Table 2. The model is not changed.
         input_size: the input for counting FLOPs (C, H, W).
     """
     if isinstance(plan, int):

@@ -418,6 +418,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         raise GrowresError(f"Cannot create optimizer {config.opt!r}: {err}") from None
     plan = _resolve_plan(config, model)
     config.cycles, config.grow = plan.cycles, plan.grow
+    predicted_saving = theoretical_time_saved(plan, model, tuple(data.train_images.shape[1:]))
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     ema = None
     if config.model_ema:
@@ -512,7 +513,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
             _save_checkpoint(accelerator, run, scheduler, identity, epoch + 1)
 
     # 7. The final model, the figure and the summary
-    return _finish(run, scheduler, config, data, accelerator, data_config)
+    return _finish(run, scheduler, config, data, accelerator, data_config, predicted_saving)
 
 
 def _end_epoch(run: _Run, scheduler, eval_loader, data, accelerator, ema, epoch: int, lr: float) -> None:
@@ -556,7 +557,8 @@ def _end_cycle(run: _Run, scheduler, eval_loader, data, accelerator, data_config
     accelerator.wait_for_everyone()
 
 
-def _finish(run: _Run, scheduler, config: TrainConfig, data: ImageData, accelerator, data_config) -> dict[str, Any]:
+def _finish(run: _Run, scheduler, config: TrainConfig, data: ImageData, accelerator, data_config,
+            predicted_saving: float) -> dict[str, Any]:
     model = _bare(accelerator, scheduler.model)
     final = run.history[-1]
     summary = {
@@ -565,7 +567,7 @@ def _finish(run: _Run, scheduler, config: TrainConfig, data: ImageData, accelera
         "layers": final["layers"], "step_size": final["step_size"], "num_params": final["num_params"],
         "train_seconds": run.train_seconds, "epochs": config.epochs, "cycles": run.cycles,
         "growth": run.growth, "plan": dataclasses.asdict(scheduler.plan),
-        "theoretical_time_saved": theoretical_time_saved(scheduler.plan) if scheduler.plan.grow else 0.0,
+        "theoretical_time_saved": predicted_saving,  # from FLOPs, against the last-cycle model
         "world_size": accelerator.num_processes,
     }
     if accelerator.num_processes > 1:  # DDP must have kept every replica's parameters identical

@@ -1,0 +1,1 @@
+"""Model-card templates and the family cards, shipped inside the package as ``growres.model_cards``."""
