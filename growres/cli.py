@@ -33,8 +33,9 @@ def list_command(args: argparse.Namespace) -> None:
 
 def _subcommands():
     """Each module that adds a subcommand, imported here so ``import growres`` stays light."""
-    from . import train
-    return [list_command_parser, train.train_command_parser]
+    from . import hub, train
+    from .analysis import analyze_command_parser
+    return [list_command_parser, train.train_command_parser, hub.push_to_hub_command_parser, analyze_command_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

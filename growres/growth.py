@@ -48,6 +48,9 @@ class GrowthAdapter:
     scale_step: Callable[[nn.Module, float], None] | None = None
     step_size: Callable[[nn.Module], float | None] = lambda model: None  # explicit h, where there is one
     planned_interpolations: Callable[[nn.Module], int | None] = lambda model: None  # the model's own plan
+    # the block's identity path for input x (what the block outputs with its residual branch removed);
+    # None: analyses that need it (growres.analysis) refuse the family
+    shortcut: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
 
 _ADAPTERS: list[GrowthAdapter] = []
@@ -185,6 +188,7 @@ register_adapter(GrowthAdapter(
     scale_step=lambda model, factor: setattr(model, 'step_size', model.step_size * factor),
     step_size=lambda model: model.step_size,
     planned_interpolations=lambda model: model.interpolations,
+    shortcut=lambda block, x: block.shortcut(x),
 ))
 
 
@@ -228,6 +232,7 @@ register_adapter(GrowthAdapter(
     # post-activation blocks end in a BN: scaling its affine scales the branch before the shared ReLU
     scale_branch=_timm_resnet_scale_branch,
     refresh=_timm_resnet_refresh,
+    shortcut=lambda block, x: block.downsample(x) if block.downsample is not None else x,
 ))
 
 
@@ -269,4 +274,5 @@ register_adapter(GrowthAdapter(
     is_transition=lambda block: False,
     scale_branch=_vit_scale_branch,
     refresh=_vit_refresh,
+    shortcut=lambda block, x: x,
 ))

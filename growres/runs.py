@@ -36,6 +36,13 @@ __all__ = ["RunFolder", "atomic_dir", "write_text_atomic", "export_model", "mode
 TMP_PREFIX = ".tmp-"
 
 
+def _default_mode(directory: bool) -> int:
+    """What open()/mkdir() would give under the current umask (mkstemp/mkdtemp give 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +52,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode(directory=False))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -59,6 +67,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name, dir=path.parent))
     try:
         yield tmp
+        tmp.chmod(_default_mode(directory=True))
         if path.exists():
             old = path.with_name(TMP_PREFIX + path.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
