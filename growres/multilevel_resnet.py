@@ -90,7 +90,7 @@ class PreActBasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
         residual = self.drop_path(self.residual(x))
-        return shortcut + self.h * residual
+        return torch.addcmul(shortcut, self.h, residual)  # shortcut + h * residual, in one pass over memory
 
 
 @dataclass(frozen=True)
