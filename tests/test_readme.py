@@ -1,0 +1,19 @@
+"""The README's growth example runs as printed (on a shorter plan and a tiny loader)."""
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_readme_growth_example_runs(capsys):
+    example = re.search(r"```python\n(import growres, timm, timm.optim, torch.*?)```", README.read_text(), re.S)
+    code = example.group(1)
+    assert len(code.strip().splitlines()) <= 15
+    short = code.replace("GrowthPlan(cycles=(60, 110), total=160)", "GrowthPlan(cycles=(1, 2), total=3)")
+    assert short != code
+    loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
+    exec(short, {"loader": loader})
+    assert capsys.readouterr().out.splitlines() == [
+        "grew to (4, 4, 4) blocks, h=0.5", "grew to (8, 8, 8) blocks, h=0.25"]
