@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .data import ImageData, load_image_data
 from .errors import GrowresError
-from .growth import GrowthAdapter, get_adapter, stage_layers
+from .growth import GrowthAdapter, get_adapter, stage_layers, uncompiled
 from .runs import TMP_PREFIX, RunFolder, write_text_atomic
 from .train import TrainConfig
 
@@ -159,11 +159,6 @@ class _Block(NamedTuple):
     module: nn.Module
 
 
-def _bare(model: nn.Module) -> nn.Module:
-    """The module to hook: a torch.compile wrapper shares its modules, but its graph would bypass the hooks."""
-    return getattr(model, "_orig_mod", model)
-
-
 def _adapter(model: nn.Module) -> GrowthAdapter:
     adapter = get_adapter(model)
     if adapter.shortcut is None:
@@ -259,7 +254,7 @@ class _NormRecorder:
 
 def _measure(model: nn.Module, data: Data, batch_size: int) -> tuple[list[BlockNorm], float]:
     """One pass over the data: every block's norms, and the model's test accuracy."""
-    model = _bare(model)
+    model = uncompiled(model)  # a compiled graph would bypass the hooks
     adapter = _adapter(model)
     recorder = _NormRecorder(_blocks(model, adapter), adapter.shortcut)
     with _eval_mode(model), _forward_hooks(recorder.hooks()):
@@ -300,7 +295,7 @@ def _fit_gamma(subjects: Sequence[tuple[nn.Module, Data]], batch_size: int) -> G
 
 def _explicit_step_size(model: nn.Module) -> float:
     """The model's explicit h (Appendix C), or a GrowresError for a model without one."""
-    model = _bare(model)
+    model = uncompiled(model)  # a compiled graph would bypass the hooks
     h = _adapter(model).step_size(model)
     if h is None:
         raise GrowresError(f"{type(model).__name__} has no explicit step size h, so ||F|| = ||G||/h over "
@@ -328,7 +323,7 @@ def without_blocks(model: nn.Module, blocks: Iterable[nn.Module]) -> Iterator[nn
     For a transition that is its shortcut, which changes the shape the way the block does. The model's mode is
     left as it is: call it in eval mode to measure what the paper measures.
     """
-    model = _bare(model)
+    model = uncompiled(model)  # a compiled graph would bypass the hooks
     adapter = _adapter(model)
     known = {b.module for b in _blocks(model, adapter)}
     blocks = list(blocks)
@@ -344,7 +339,7 @@ def shuffle_stage(model: nn.Module, stage: int, order: Sequence[int]) -> nn.Modu
 
     Transitions must stay where they are: only time steps can trade places (Section 3.3).
     """
-    model = _bare(model)
+    model = uncompiled(model)  # a compiled graph would bypass the hooks
     adapter = _adapter(model)
     blocks = list(adapter.stages(model)[stage])
     if sorted(order) != list(range(len(blocks))):
@@ -389,7 +384,7 @@ def lesion_study(model: nn.Module, data: Data, *, pairs: bool = False, shuffles:
         shuffles: permutations of each stage's time-step blocks to evaluate (drawn from ``seed``, distinct, on a
             deep copy); a stage with fewer than two time-step blocks has none.
     """
-    model = _bare(model)
+    model = uncompiled(model)  # a compiled graph would bypass the hooks
     blocks = _blocks(model, _adapter(model))
     norms, intact = _measure(model, data, batch_size)
     lesions = []

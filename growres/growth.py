@@ -30,6 +30,7 @@ from .multilevel_resnet import MultilevelResNet
 
 __all__ = [
     "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "get_adapter", "stage_layers",
+    "uncompiled",
 ]
 
 STRATEGIES = ("copy", "identity")
@@ -80,9 +81,14 @@ def get_adapter(model: nn.Module) -> GrowthAdapter:
     )
 
 
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module under a torch.compile wrapper (which shares its modules), or the model itself."""
+    return getattr(model, "_orig_mod", model)
+
+
 def stage_layers(model: nn.Module) -> tuple[int, ...]:
     """Blocks per stage of any model an adapter covers."""
-    model = getattr(model, "_orig_mod", model)
+    model = uncompiled(model)
     return tuple(len(stage) for stage in get_adapter(model).stages(model))
 
 
@@ -129,7 +135,7 @@ def grow(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter, nn.Para
     """
     if strategy not in STRATEGIES:
         raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
-    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares its modules
+    model = uncompiled(model)
     adapter = get_adapter(model)
     stages = adapter.stages(model)
     plans = [_plan_copies(adapter, idx, list(stage)) for idx, stage in enumerate(stages)]  # checks all first

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .errors import GrowresError
-from .growth import STRATEGIES, get_adapter, grow, stage_layers
+from .growth import STRATEGIES, get_adapter, grow, stage_layers, uncompiled
 
 __all__ = ["GrowthPlan", "GrowthRecord", "GrowthScheduler", "cyclic_cosine_lr", "rebuild_optimizer"]
 
@@ -258,10 +258,9 @@ class GrowthScheduler:
     # -- growth ---------------------------------------------------------------------------------------
 
     def _bare_model(self) -> nn.Module:
-        model = self.model
         if self.accelerator is not None:
-            model = self.accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)
-        return getattr(model, "_orig_mod", model)
+            return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        return uncompiled(self.model)
 
     def _grow(self, carry_state: bool = True) -> GrowthRecord:
         started = time.perf_counter()

@@ -10,7 +10,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import GrowresError
-from .growth import grow
+from .growth import grow, uncompiled
 from .scheduler import GrowthPlan
 
 __all__ = ["theoretical_time_saved", "forward_flops"]
@@ -55,7 +55,7 @@ def theoretical_time_saved(
     if model is None:
         costs = [2.0 ** (i - len(plan.cycles)) for i in range(len(lengths))]
     else:
-        probe = copy.deepcopy(getattr(model, "_orig_mod", model))
+        probe = copy.deepcopy(uncompiled(model))
         costs = [forward_flops(probe, input_size)]
         for _ in plan.cycles:
             grow(probe)

@@ -250,7 +250,8 @@ def _find_checkpoint(config: TrainConfig) -> Path:
 def _identity(config: TrainConfig, data: ImageData) -> dict[str, Any]:
     """What must match for a checkpoint to continue this run."""
     keys = ("model", "epochs", "cycles", "grow", "strategy", "seed", "batch_size", "grad_accum", "opt")
-    return {"config": {k: config.to_dict()[k] for k in keys}, "data": dataset_fingerprint(data)}
+    values = config.to_dict()
+    return {"config": {k: values[k] for k in keys}, "data": dataset_fingerprint(data)}
 
 
 def _resolve_plan(config: TrainConfig, model: torch.nn.Module) -> GrowthPlan:
