@@ -152,7 +152,7 @@ def last_growth_seconds(name: str) -> float:
 
     accelerator = Accelerator(cpu=True)
     model = growres.interpolate(timm.create_model(name))  # the first interpolation, untimed
-    optimizer = timm.optim.create_optimizer_v2(model, "sgd", lr=0.1, momentum=0.9, weight_decay=2e-4)
+    optimizer = timm.optim.create_optimizer_v2(model, "momentum", lr=0.1, momentum=0.9, weight_decay=2e-4)
     loader = DataLoader(TensorDataset(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)), batch_size=2)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     plan = GrowthPlan(cycles=(1,), total=2, unit="step")  # one step, then the last interpolation

@@ -61,7 +61,8 @@ class TrainConfig:
                                    "--no-grow restarts the LR only, as the paper's baselines")
     strategy: str = _arg("copy", f"interpolation: {' or '.join(STRATEGIES)} (paper: copy)")
     # optimisation (Section 5.2)
-    opt: str = _arg("sgd", "timm optimizer name (create_optimizer_v2), paper: sgd with momentum")
+    opt: str = _arg("momentum", "timm optimizer name (create_optimizer_v2); paper (Section 5.2): SGD with classical "
+                                "momentum 0.9, timm's 'momentum' ('sgd' is Nesterov)")
     lr_max: float = _arg(0.5, "η_max of the cyclic cosine LR, Eq. 9")
     lr_min: float = _arg(0.001, "η_min of the cyclic cosine LR, Eq. 9")
     momentum: float = _arg(0.9, "SGD momentum")
