@@ -7,6 +7,7 @@ adapters for growres, timm ResNet and timm VisionTransformer models.
 __version__ = "0.1.0"
 
 from . import multilevel_resnet  # noqa: F401  (registers the growres_* models in timm)
+from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
 from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, stage_layers
 from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer
@@ -24,6 +25,7 @@ __all__ = [
     "get_adapter",
     "grow",
     "interpolate",
+    "keep_freed_cpu_memory",
     "push_to_hub",
     "rebuild_optimizer",
     "register_adapter",

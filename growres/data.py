@@ -112,13 +112,22 @@ class ImageData:
     mean: tuple[float, ...]  # per channel, [0, 1] pixel units
     std: tuple[float, ...]
     pad: int  # zero padding of the random crop; a plain field so callers can change it for their own data
+    _stats_on: dict = field(default_factory=dict, init=False, repr=False)  # device -> (mean, std) tensors
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Standardise uint8 images (N x C x H x W or C x H x W) to float32 with the per-channel mean and std."""
         _check_uint8(images, "normalize")
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+        mean, std = self._channel_stats(images.device)
         return images.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+
+    def _channel_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean and std as C x 1 x 1 tensors on ``device``, made once: a copy to a GPU every batch would wait
+        for the GPU's queue (a blocking copy from host memory)."""
+        if device not in self._stats_on:
+            self._stats_on[device] = tuple(
+                torch.tensor(values, dtype=torch.float32).view(-1, 1, 1).to(device) for values in (self.mean, self.std)
+            )
+        return self._stats_on[device]
 
     def augment(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Zero-pad, random-crop back to H x W, randomly flip horizontally, then normalise: a batch in one go.

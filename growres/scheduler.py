@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
 from .growth import STRATEGIES, get_adapter, grow, stage_layers, uncompiled
 
@@ -156,6 +157,9 @@ class GrowthScheduler:
         ema: a model EMA with a ``.module`` (e.g. timm's ``ModelEmaV3``), grown in step with the model.
         accelerator: the ``accelerate.Accelerator`` that prepared ``model`` and ``optimizer``.
         reset_optimizer_state: start every parameter's optimizer state afresh at each growth.
+
+    A model on the CPU also sets glibc's malloc to keep freed memory (:func:`growres.keep_freed_cpu_memory`):
+    without it, a grown model steps up to ~20% slower than the same architecture built directly.
     """
 
     def __init__(
@@ -182,6 +186,8 @@ class GrowthScheduler:
         self.lr_max, self.lr_min = lr_max, lr_min
         self.steps_per_epoch = steps_per_epoch
         self.adapter = get_adapter(self._bare_model())
+        if any(p.device.type == "cpu" for p in self._bare_model().parameters()):
+            keep_freed_cpu_memory()  # else a grown model re-faults its activations every step (growres.allocator)
         self.plan = plan if plan is not None else self._default_plan()
         self._check_plan()
         self.cycle_starts, self.total_steps = self.plan.to_steps(steps_per_epoch)

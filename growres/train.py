@@ -25,6 +25,7 @@ import yaml
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_cpu_memory
 from .data import DATASETS, ImageData, dataset_fingerprint, load_image_data
 from .errors import GrowresError
 from .growth import STRATEGIES, get_adapter
@@ -318,18 +319,31 @@ class _Run:
         self.cycles: list[dict[str, Any]] = []
         self.train_seconds = 0.0  # training time of finished epochs (growth events included)
         self.epoch_seconds = 0.0  # of the epoch in progress
-        self.epoch_sums = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch in progress (this process)
+        # loss sum, correct, images of the epoch in progress (this process), kept on the device and read once
+        # an epoch: reading them every step would stall a GPU's queue of kernels at every batch
+        self.epoch_sums = self._sums([0.0, 0.0, 0.0])
+
+    def _sums(self, values: list[float]) -> torch.Tensor:
+        device = self.accelerator.device
+        return torch.tensor(values, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+
+    def add_batch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add one batch to the epoch's sums, on the device (no host synchronisation)."""
+        images = labels.numel()
+        self.epoch_sums[0] += loss.detach().to(self.epoch_sums.dtype) * images
+        self.epoch_sums[1] += (logits.argmax(-1) == labels).sum()
+        self.epoch_sums[2] += images
 
     def state(self) -> dict[str, Any]:
         """The run's state for a checkpoint (collective: every process calls it)."""
         # each process keeps its own running sums of the epoch in progress
-        sums = self.accelerator.gather(torch.tensor([self.epoch_sums], device=self.accelerator.device))
+        sums = self.accelerator.gather(self.epoch_sums[None])
         state = {k: getattr(self, k) for k in ("history", "growth", "cycles", "train_seconds", "epoch_seconds")}
         return dict(state, epoch_sums_per_process=sums.tolist())
 
     def load(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        self.epoch_sums = state.pop("epoch_sums_per_process")[self.accelerator.process_index]
+        self.epoch_sums = self._sums(state.pop("epoch_sums_per_process")[self.accelerator.process_index])
         for key, value in state.items():
             setattr(self, key, value)
 
@@ -367,6 +381,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
 
     # 1. Check the run folder before any process writes to it, then start accelerate
     _check_run_dir(config)
+    keep_freed_cpu_memory()  # CPU steps re-use freed activations instead of page-faulting them in (growres.allocator)
     checkpoint = _find_checkpoint(config) if config.resume else None
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
@@ -483,9 +498,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
                     accelerator.clip_grad_norm_(scheduler.model.parameters(), config.clip_grad)
                 scheduler.optimizer.step()
                 scheduler.optimizer.zero_grad()
-            run.epoch_sums[0] += loss.item() * labels.numel()
-            run.epoch_sums[1] += (logits.argmax(-1) == labels).sum().item()
-            run.epoch_sums[2] += labels.numel()
+            run.add_batch(loss, logits, labels)
             if not accelerator.sync_gradients:
                 continue
             if ema is not None:
@@ -519,22 +532,22 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
 
 
 def _end_epoch(run: _Run, scheduler, eval_loader, data, accelerator, ema, epoch: int, lr: float) -> None:
-    loss_sum, correct, seen = accelerator.reduce(torch.tensor(run.epoch_sums, device=accelerator.device), "sum")
+    loss_sum, correct, seen = accelerator.reduce(run.epoch_sums.clone(), "sum").tolist()  # the epoch's one read
     test_loss, test_acc = evaluate(scheduler.model, eval_loader, data, accelerator)
     seconds = run.epoch_seconds
     row = {
         "epoch": epoch + 1, "step": scheduler.step_count + 1, "cycle": scheduler.cycle + 1,
-        "train_loss": (loss_sum / seen).item(), "train_acc": (correct / seen).item(),
+        "train_loss": loss_sum / seen, "train_acc": correct / seen,
         "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
         "layers": list(scheduler.layers), "step_size": scheduler.step_size,
         "num_params": sum(p.numel() for p in scheduler.model.parameters()),
         "epoch_seconds": seconds, "cumulative_seconds": run.train_seconds + seconds,
-        "images_per_second": seen.item() / seconds if seconds else None,
+        "images_per_second": seen / seconds if seconds else None,
     }
     if ema is not None:
         row["ema_test_loss"], row["ema_test_acc"] = evaluate(ema.module, eval_loader, data, accelerator)
     run.history.append(row)
-    run.epoch_sums = [0.0, 0.0, 0.0]
+    run.epoch_sums.zero_()
     run.write_logs()
     accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch + 1)
     accelerator.print(f"epoch {epoch + 1}: train acc {row['train_acc']:.4f}, test acc {test_acc:.4f}, "
