@@ -10,7 +10,8 @@ and literature under /usr/share/games/fortunes), read as bytes, so the tokenizer
 ``GrowthScheduler`` sets the cyclic cosine learning rate (Eq. 9 of the paper), grows the model at the cycle
 starts (each layer followed by its copy, every residual branch halved) and carries AdamW's state over to the
 new layers. Each run writes ``metrics.jsonl`` (validation loss against training seconds) and the final model as
-an ordinary ``save_pretrained`` folder. ``accelerate launch examples/train_lm.py ...`` runs it under DDP.
+an ordinary ``save_pretrained`` folder. ``accelerate launch examples/train_lm.py ...`` runs it under DDP
+(checked with two CPU processes); ``--batch-size`` is per process.
 """
 import argparse
 import dataclasses
@@ -127,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full-depth", action="store_true",
                         help="Train the final depth from the start (the baseline), with the same LR restarts.")
     parser.add_argument("--steps", type=int, default=160, help="Optimizer steps (default 160; growth at 60 and 110).")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="Sequences per process and step (default 16).")
     parser.add_argument("--block-size", type=int, default=64, help="Bytes per sequence (default 64).")
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
