@@ -1,12 +1,14 @@
 """growres: multi-level residual networks (Chang et al., ICLR 2018), grown during training.
 
 ``import growres`` registers the paper's ResNets and Wide ResNets in timm (``growres_*``) and the growth
-adapters for growres, timm ResNet and timm VisionTransformer models.
+adapters for growres, timm ResNet and timm VisionTransformer models and for stock Hugging Face ``transformers``
+models (GPT-2, Llama/Mistral/Qwen2/Qwen3, BERT/RoBERTa, ViT; install ``growres[transformers]``).
 """
 
 __version__ = "0.1.0"
 
-from . import multilevel_resnet  # noqa: F401  (registers the growres_* models in timm)
+# registers the growres_* models in timm, and the transformers families' adapters (imports no transformers)
+from . import multilevel_resnet, transformers_adapters  # noqa: F401
 from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
 from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, stage_layers

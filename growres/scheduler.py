@@ -16,6 +16,7 @@ preparation (so DDP reduces the new parameters and ``save_state``/``load_state``
             scheduler.step()  # LR of the next step; grows the model at a cycle boundary
 """
 import copy
+import inspect
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -108,6 +109,15 @@ class GrowthRecord:
     seconds: float  # wall time of the growth event (surgery, optimizer rebuild, re-prepare)
 
 
+def _constructor_defaults(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's defaults that its constructor takes: torch's AdamW records ``decoupled_weight_decay``
+    (inherited from Adam) without accepting it. The groups carry every hyper-parameter anyway."""
+    parameters = inspect.signature(type(optimizer)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(optimizer.defaults)
+    return {key: value for key, value in optimizer.defaults.items() if key in parameters}
+
+
 def rebuild_optimizer(
         optimizer: torch.optim.Optimizer,
         model: nn.Module,
@@ -128,7 +138,7 @@ def rebuild_optimizer(
         params = list(group["params"]) + [new for new, source in sources.items() if source in members]
         params.sort(key=lambda p: order.get(p, len(order)))
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
-    rebuilt = type(optimizer)(groups, **optimizer.defaults)
+    rebuilt = type(optimizer)(groups, **_constructor_defaults(optimizer))
     if not reset_state:
         for group in optimizer.param_groups:
             for param in group["params"]:

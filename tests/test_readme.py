@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 README = Path(__file__).parents[1] / "README.md"
@@ -17,3 +18,17 @@ def test_readme_growth_example_runs(capsys):
     exec(short, {"loader": loader})
     assert capsys.readouterr().out.splitlines() == [
         "grew to (4, 4, 4) blocks, h=0.5", "grew to (8, 8, 8) blocks, h=0.25"]
+
+
+def test_readme_transformers_example_runs(tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    example = re.search(r"```python\n(import growres, torch, transformers\n.*?)```", README.read_text(), re.S)
+    code = example.group(1)
+    assert len(code.strip().splitlines()) <= 15
+    short = code.replace("GrowthPlan(cycles=(600, 1100), total=1600", "GrowthPlan(cycles=(1, 2), total=3")
+    assert short != code
+    loader = [torch.randint(0, 256, (2, 8)) for _ in range(3)]
+    monkeypatch.chdir(tmp_path)
+    exec(short, {"loader": loader})
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "grown-llama")
+    assert reloaded.config.num_hidden_layers == 8 and len(reloaded.model.layers) == 8

@@ -148,6 +148,20 @@ def test_optimizer_rebuild_keeps_groups_hyperparameters_and_momentum():
     assert "stages.0.0.conv1.weight" in momentum
 
 
+@pytest.mark.parametrize("optimizer_class", [torch.optim.AdamW, torch.optim.Adam, torch.optim.RMSprop])
+def test_growth_rebuilds_torch_optimizers_with_their_hyperparameters(optimizer_class):
+    """torch's AdamW records a default (decoupled_weight_decay) its constructor does not take."""
+    torch.manual_seed(0)
+    model = timm.create_model("growres_resnet50i", num_classes=10)
+    scheduler = GrowthScheduler(model, optimizer_class(model.parameters(), weight_decay=0.05), STEP_PLAN)
+    old_groups = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in scheduler.optimizer.param_groups]
+    train_steps(scheduler, 3)  # grows
+    optimizer = scheduler.optimizer
+    assert type(optimizer) is optimizer_class and scheduler.layers == (4, 4, 4)
+    assert [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups] == old_groups
+    assert len(optimizer.state) == len(list(scheduler.model.parameters()))
+
+
 def test_reset_optimizer_state_option():
     scheduler = make(reset_optimizer_state=True)
     train_steps(scheduler, 3)

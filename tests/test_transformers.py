@@ -1,0 +1,253 @@
+"""Growing stock Hugging Face transformers models (growres[transformers]): one tiny config per family."""
+import copy
+import re
+
+import pytest
+import torch
+
+import growres
+from growres import GrowresError, GrowthPlan, GrowthScheduler, interpolate
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, vocab_size=64)
+DECODER_TINY = dict(TINY, num_key_value_heads=1, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+
+
+def build(family: str, layers: int = 2) -> "transformers.PreTrainedModel":
+    """A tiny model of ``family`` with ``layers`` layers, in eval mode. Qwen2/3 alternate full and sliding-window
+    attention (window 4, shorter than the generated sequences) so that per-layer attention types matter."""
+    t = transformers
+    sliding = dict(use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    configs = {
+        "gpt2": lambda: t.GPT2LMHeadModel(t.GPT2Config(
+            n_layer=layers, n_embd=32, n_head=2, vocab_size=64, n_positions=64, bos_token_id=0, eos_token_id=0)),
+        "llama": lambda: t.LlamaForCausalLM(t.LlamaConfig(num_hidden_layers=layers, **DECODER_TINY)),
+        "mistral": lambda: t.MistralForCausalLM(t.MistralConfig(num_hidden_layers=layers, sliding_window=4,
+                                                                **DECODER_TINY)),
+        "qwen2": lambda: t.Qwen2ForCausalLM(t.Qwen2Config(num_hidden_layers=layers, **sliding, **DECODER_TINY)),
+        "qwen3": lambda: t.Qwen3ForCausalLM(t.Qwen3Config(num_hidden_layers=layers, head_dim=16, **sliding,
+                                                          **DECODER_TINY)),
+        "bert": lambda: t.BertModel(t.BertConfig(num_hidden_layers=layers, **TINY)),
+        "roberta": lambda: t.RobertaModel(t.RobertaConfig(num_hidden_layers=layers, **TINY)),
+        "vit": lambda: t.ViTForImageClassification(t.ViTConfig(
+            num_hidden_layers=layers, hidden_size=32, intermediate_size=64, num_attention_heads=2, image_size=16,
+            patch_size=8, num_labels=3)),
+    }
+    torch.manual_seed(0)
+    return configs[family]().eval()
+
+
+FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "roberta", "vit"]
+DECODERS = ["gpt2", "llama", "mistral", "qwen2", "qwen3"]
+PRE_NORM = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "vit"]
+
+# the parameters that end a residual sub-branch (attention output projection, MLP down projection), per layer
+BRANCH_ENDS = {
+    "gpt2": {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"},
+    "llama": {"self_attn.o_proj.weight", "mlp.down_proj.weight"},
+    "bert": {"attention.output.dense.weight", "attention.output.dense.bias", "output.dense.weight",
+             "output.dense.bias"},
+    "vit": {"attention.o_proj.weight", "attention.o_proj.bias", "mlp.fc2.weight", "mlp.fc2.bias"},
+}
+BRANCH_ENDS.update(mistral=BRANCH_ENDS["llama"], qwen2=BRANCH_ENDS["llama"], qwen3=BRANCH_ENDS["llama"],
+                   roberta=BRANCH_ENDS["bert"])
+LAYERS = {"gpt2": "transformer.h", "bert": "encoder.layer", "roberta": "encoder.layer", "vit": "vit.layers"}
+
+
+def layers_of(family, model):
+    return model.get_submodule(LAYERS.get(family, "model.layers"))
+
+
+def perturb(model, keep_norms_uniform=False):
+    """Move every parameter away from its initialisation (zero biases, unit norms), so that copies and
+    identities are really tested. ``keep_norms_uniform``: LayerNorms get a uniform weight and bias instead."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if keep_norms_uniform and "LayerNorm" in name:
+                param.fill_(1.5 if name.endswith("weight") else 0.2)
+            else:
+                param.add_(0.2 * torch.randn(param.shape, generator=gen))
+    return model
+
+
+def inputs(family, batch=2, length=6):
+    gen = torch.Generator().manual_seed(2)
+    if family == "vit":
+        return {"pixel_values": torch.rand(batch, 3, 16, 16, generator=gen)}
+    return {"input_ids": torch.randint(3, 64, (batch, length), generator=gen)}
+
+
+def outputs(model, family):
+    with torch.no_grad():
+        return model(**inputs(family))[0]  # logits, or the last hidden state of a bare encoder
+
+
+@pytest.mark.parametrize("family", PRE_NORM)
+def test_identity_growth_keeps_eval_outputs(family):
+    model = perturb(build(family))
+    before = outputs(model, family)
+    interpolate(model, strategy="identity")
+    interpolate(model, strategy="identity")
+    assert len(layers_of(family, model)) == 8
+    torch.testing.assert_close(outputs(model, family), before, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_post_norm_identity_growth_is_exact_only_while_layer_norms_are_uniform(family):
+    """BERT computes LayerNorm(x + branch): a new layer with zero branches computes LN_out(LN_attn(x)), which is x
+    when x comes out of a LayerNorm of uniform weight and bias (as at initialisation), and not otherwise."""
+    model = perturb(build(family), keep_norms_uniform=True)
+    before = outputs(model, family)
+    interpolate(model, strategy="identity")
+    torch.testing.assert_close(outputs(model, family), before, atol=1e-6, rtol=1e-6)
+
+    model = perturb(build(family))
+    before = outputs(model, family)
+    interpolate(model, strategy="identity")
+    seen = {}
+    new_layer = layers_of(family, model)[1]
+    new_layer.register_forward_hook(lambda module, args, output: seen.update(x=args[0], y=output))
+    after = outputs(model, family)
+    x = seen["x"]
+    expected = new_layer.output.LayerNorm(new_layer.attention.output.LayerNorm(x))
+    torch.testing.assert_close(seen["y"], expected, atol=1e-6, rtol=1e-6)
+    assert (after - before).abs().max() > 1e-2  # trained LayerNorms: the function changes
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_copy_growth_follows_each_layer_by_its_copy_with_halved_branches(family):
+    model = perturb(build(family))
+    old = [copy.deepcopy(layer.state_dict()) for layer in layers_of(family, model)]
+    interpolate(model)
+    grown = layers_of(family, model)
+    assert len(grown) == 2 * len(old)
+    for idx, old_state in enumerate(old):
+        for layer in (grown[2 * idx], grown[2 * idx + 1]):
+            state = layer.state_dict()
+            assert state.keys() == old_state.keys()
+            for key, value in state.items():
+                expected = old_state[key] * (0.5 if key in BRANCH_ENDS[family] else 1.0)
+                assert torch.equal(value, expected), (idx, key)
+    assert grown[1].state_dict()[next(iter(BRANCH_ENDS[family]))].data_ptr() != \
+        grown[0].state_dict()[next(iter(BRANCH_ENDS[family]))].data_ptr()  # copies, not shared
+
+
+def attention_layer_indices(model):
+    return [module.layer_idx for module in model.modules() if hasattr(module, "layer_idx")]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_grown_model_is_an_ordinary_deeper_model(family, tmp_path):
+    """Config, cache indices and per-layer types describe the grown model: it strict-loads into a model built
+    from the deeper config, and save_pretrained/from_pretrained round-trips it."""
+    model = perturb(build(family))
+    interpolate(model)
+    config = model.config
+    assert config.num_hidden_layers == 4
+    if family == "gpt2":
+        assert config.n_layer == 4
+    if family in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "roberta"):  # those with a KV cache
+        assert attention_layer_indices(model) == [0, 1, 2, 3]
+    if family in ("qwen2", "qwen3"):  # layers 0, 1 were full and sliding attention; each copy keeps its type
+        assert config.layer_types == ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
+        assert [layer.self_attn.sliding_window for layer in model.model.layers] == [None, None, 4, 4]
+
+    # a model built directly at the deeper depth has exactly the grown model's parameters
+    direct = build(family, layers=4)
+    direct.load_state_dict(model.state_dict(), strict=True)
+    assert {k: v for k, v in direct.config.to_dict().items() if k != "layer_types"} == \
+        {k: v for k, v in config.to_dict().items() if k != "layer_types"}
+    # the grown config rebuilds the grown model
+    rebuilt = type(model)(copy.deepcopy(config)).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    torch.testing.assert_close(outputs(rebuilt, family), outputs(model, family), atol=1e-6, rtol=1e-6)
+
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path).eval()
+    assert {**reloaded.config.to_dict(), "_name_or_path": ""} == {**config.to_dict(), "_name_or_path": ""}
+    torch.testing.assert_close(outputs(reloaded, family), outputs(model, family), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_generate_with_the_kv_cache_matches_generate_without_it_after_growth(family):
+    model = perturb(build(family))
+    interpolate(model)
+    interpolate(model, strategy="identity")
+    prompt = inputs(family, batch=1)["input_ids"]
+    kwargs = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, output_scores=True,
+                  return_dict_in_generate=True)
+    cached = model.generate(prompt, use_cache=True, **kwargs)
+    uncached = model.generate(prompt, use_cache=False, **kwargs)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    assert cached.sequences.shape[1] == prompt.shape[1] + 12  # past the sliding window of 4
+    torch.testing.assert_close(torch.stack(cached.scores), torch.stack(uncached.scores), atol=1e-5, rtol=1e-5)
+
+
+def renamed(name, layers_path, index):
+    """``name`` with its layer index ``i`` under ``layers_path`` replaced by ``index(i)``."""
+    return re.sub(rf"^{re.escape(layers_path)}\.(\d+)\.", lambda m: f"{layers_path}.{index(int(m.group(1)))}.", name)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_adamw_state_is_transplanted_to_new_parameters(family):
+    model = build(family).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    scheduler = GrowthScheduler(model, optimizer, GrowthPlan(cycles=(2,), total=4, unit="step"), lr_max=1e-3)
+    batch = inputs(family, batch=4, length=8)["input_ids"]
+    for step in range(2):
+        loss = scheduler.model(input_ids=batch, labels=batch).loss
+        scheduler.optimizer.zero_grad()
+        loss.backward()
+        scheduler.optimizer.step()
+        if step == 1:  # the step that grows: snapshot the state just before
+            snapshot = {name: copy.deepcopy(optimizer.state[param]) for name, param in model.named_parameters()}
+        record = scheduler.step()
+    assert record is not None and len(layers_of(family, scheduler.model)) == 4
+
+    layers_path = LAYERS.get(family, "model.layers")
+    state = scheduler.optimizer.state
+    named = dict(scheduler.model.named_parameters())
+    assert set(state) == set(named.values())
+    kept = {renamed(name, layers_path, lambda i: 2 * i): name for name in snapshot}
+    new = {renamed(name, layers_path, lambda i: 2 * i + 1): name for name in snapshot if name.startswith(layers_path)}
+    assert set(kept) | set(new) == set(named)
+    for grown_name, source_name in [*kept.items(), *new.items()]:
+        expected = snapshot[source_name]
+        assert set(state[named[grown_name]]) == {"exp_avg", "exp_avg_sq", "step"}
+        assert float(expected["step"]) == 2.0
+        for key, value in expected.items():
+            assert torch.equal(state[named[grown_name]][key], value), (grown_name, key)
+
+    # and training goes on with the grown model
+    loss = scheduler.model(input_ids=batch, labels=batch).loss
+    scheduler.optimizer.zero_grad()
+    loss.backward()
+    scheduler.optimizer.step()
+    assert all(float(state[p]["step"]) == 3.0 for p in named.values())
+
+
+@pytest.mark.parametrize("config, match", [
+    (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
+    (dict(add_cross_attention=True), "cross-attention"),
+])
+def test_layouts_growth_would_break_are_refused_untouched(config, match):
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64,
+                                                                 **config))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(GrowresError, match=match):
+        interpolate(model)
+    with pytest.raises(GrowresError, match=match):
+        GrowthScheduler(model, torch.optim.AdamW(model.parameters()))
+    assert model.config.n_layer == 2
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_every_family_is_registered_under_its_name():
+    names = {family: growres.get_adapter(build(family)).name for family in FAMILIES}
+    assert names == {
+        "gpt2": "transformers-gpt2", "llama": "transformers-llama", "mistral": "transformers-llama",
+        "qwen2": "transformers-llama", "qwen3": "transformers-llama", "bert": "transformers-bert",
+        "roberta": "transformers-bert", "vit": "transformers-vit",
+    }
