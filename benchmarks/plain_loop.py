@@ -6,7 +6,7 @@ setting (:func:`growres.keep_freed_cpu_memory`), so that what differs is the loo
 per-batch seeding, no metrics. With ``--cycles`` the model grows at those epochs under a bare
 :class:`growres.GrowthScheduler` (no accelerate). Prints one JSON line: images/s of each epoch (steps only).
 
-    python benchmarks/plain_loop.py --model growres_resnet50 --epochs 2 --max-train-samples 2000
+    python benchmarks/plain_loop.py --model growres_resnet50 --model-kwargs "layers=(4,4,4)" --epochs 2
     python benchmarks/plain_loop.py --model growres_resnet50i --epochs 6 --cycles 2,4
 """
 import argparse
@@ -17,6 +17,7 @@ import timm
 import timm.optim
 import torch
 import torch.nn.functional as F
+from timm.utils import ParseKwargs
 
 import growres
 from growres.data import load_image_data
@@ -25,6 +26,7 @@ from growres.data import load_image_data
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="growres_resnet50")
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, help="KEY=VALUE, as timm's")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--max-train-samples", type=int, default=2000)
@@ -35,7 +37,8 @@ def main() -> None:
     growres.keep_freed_cpu_memory()
     torch.manual_seed(args.seed)
     data = load_image_data("fashion-mnist", max_train_samples=args.max_train_samples, max_eval_samples=1)
-    model = timm.create_model(args.model, num_classes=data.num_classes, in_chans=data.train_images.shape[1])
+    model = timm.create_model(args.model, num_classes=data.num_classes, in_chans=data.train_images.shape[1],
+                              **args.model_kwargs)
     optimizer = timm.optim.create_optimizer_v2(model, "momentum", lr=0.1, momentum=0.9, weight_decay=2e-4)
     images, labels = data.train_images, data.train_labels
     scheduler = None

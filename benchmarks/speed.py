@@ -4,7 +4,7 @@ All on Fashion-MNIST (28x28, batch 100), each measurement repeated and interleav
 within an hour), reported as min/median/max:
 
 1. Grown against built, per cycle. `growres train growres_resnet50i` grows 2-2-2 -> 4-4-4 -> 8-8-8 at the cycle
-   starts; `growres train` of the same architectures built directly (growres_resnet14/26/50, no growth) gives
+   starts; `growres train` of the same architectures built directly (growres_resnet50 with `layers`) gives
    each cycle's reference. The same pair again in a bare loop under `GrowthScheduler` without accelerate
    (`plain_loop.py --cycles`). Speeds are each cycle's last epoch (after the growth epoch's warm-up).
 2. Loop overhead, per depth: `growres train` against `plain_loop.py`, the same model, data and augmentation.
@@ -42,8 +42,8 @@ from growres.runs import RunFolder
 RESULTS = Path(__file__).parent / "results"
 FULL_EPOCH_IMAGES = 60_000  # Fashion-MNIST's training set
 PLAIN_LOOP = Path(__file__).parent / "plain_loop.py"
-BUILT = {(2, 2, 2): "growres_resnet14", (4, 4, 4): "growres_resnet26", (8, 8, 8): "growres_resnet50"}
-GROWN = "growres_resnet50i"
+DEPTHS = ((2, 2, 2), (4, 4, 4), (8, 8, 8))  # the cycles of growres_resnet50i, each built directly as growres_resnet50
+GROWN, BUILT = "growres_resnet50i", "growres_resnet50"
 SIZES = {
     # train images, epochs per cycle, repeats; option steps measured (after warm-up steps)
     "quick": dict(images=600, epochs_per_cycle=2, repeats=1, steps=3, warmup=2),
@@ -66,10 +66,16 @@ def run_json(command: list[str]) -> str:
 # -- 1-3: whole training runs, each in its own process ------------------------------------------------------------
 
 
-def growres_train(model: str, epochs: int, cycles: tuple[int, ...] | None, size: dict, workdir: Path) -> dict:
+def model_args(layers: tuple[int, ...] | None) -> list[str]:
+    """The model to run: grown (``layers`` None) or built directly at ``layers``."""
+    return ["--model", GROWN] if layers is None else ["--model", BUILT, "--model-kwargs", f"layers={layers}"]
+
+
+def growres_train(layers: tuple[int, ...] | None, epochs: int, cycles: tuple[int, ...] | None, size: dict,
+                  workdir: Path) -> dict:
     """images/s of each epoch and the growth events of one `growres train` run."""
-    out = workdir / f"{model}-{time.monotonic_ns()}"
-    command = [sys.executable, "-m", "growres", "train", "--model", model, "--epochs", str(epochs),
+    out = workdir / f"run-{time.monotonic_ns()}"
+    command = [sys.executable, "-m", "growres", "train", *model_args(layers), "--epochs", str(epochs),
                "--max-train-samples", str(size["images"]), "--max-eval-samples", "500", "--output-dir", str(out)]
     command += ["--cycles", ",".join(map(str, cycles))] if cycles else ["--no-grow"]
     run_json(command)
@@ -78,8 +84,8 @@ def growres_train(model: str, epochs: int, cycles: tuple[int, ...] | None, size:
             "growth_seconds": [g["seconds"] for g in RunFolder(out).growth_records()]}
 
 
-def plain_loop(model: str, epochs: int, cycles: tuple[int, ...] | None, size: dict) -> dict:
-    command = [sys.executable, str(PLAIN_LOOP), "--model", model, "--epochs", str(epochs),
+def plain_loop(layers: tuple[int, ...] | None, epochs: int, cycles: tuple[int, ...] | None, size: dict) -> dict:
+    command = [sys.executable, str(PLAIN_LOOP), *model_args(layers), "--epochs", str(epochs),
                "--max-train-samples", str(size["images"])]
     if cycles:
         command += ["--cycles", ",".join(map(str, cycles))]
@@ -95,31 +101,31 @@ def last_epoch_per_depth(run: dict) -> dict[tuple[int, ...], float]:
 def training_runs(size: dict, workdir: Path) -> dict:
     per_cycle = size["epochs_per_cycle"]
     cycles = (per_cycle, 2 * per_cycle)
-    samples = {key: {layers: [] for layers in BUILT} for key in ("grown", "built", "plain_grown", "plain_built")}
+    samples = {key: {layers: [] for layers in DEPTHS} for key in ("grown", "built", "plain_grown", "plain_built")}
     growth_fraction = []
     for repeat in range(size["repeats"]):
         # grown and built alternate, and which goes first alternates with the repeat
         order = ["growres", "plain"] if repeat % 2 == 0 else ["plain", "growres"]
         for loop in order:
             if loop == "growres":
-                grown = growres_train(GROWN, 3 * per_cycle, cycles, size, workdir)
+                grown = growres_train(None, 3 * per_cycle, cycles, size, workdir)
                 for layers, speed in last_epoch_per_depth(grown).items():
                     samples["grown"][layers].append(speed)
                 full_epoch = FULL_EPOCH_IMAGES / grown["images_per_second"][-1]
                 growth_fraction += [seconds / full_epoch for seconds in grown["growth_seconds"]]
-                for layers, name in BUILT.items():
-                    built = growres_train(name, per_cycle, None, size, workdir)
+                for layers in DEPTHS:
+                    built = growres_train(layers, per_cycle, None, size, workdir)
                     samples["built"][layers].append(built["images_per_second"][-1])
             else:
-                grown = plain_loop(GROWN, 3 * per_cycle, cycles, size)
+                grown = plain_loop(None, 3 * per_cycle, cycles, size)
                 for layers, speed in last_epoch_per_depth(grown).items():
                     samples["plain_grown"][layers].append(speed)
-                for layers, name in BUILT.items():
-                    built = plain_loop(name, per_cycle, None, size)
+                for layers in DEPTHS:
+                    built = plain_loop(layers, per_cycle, None, size)
                     samples["plain_built"][layers].append(built["images_per_second"][-1])
             print(f"repeat {repeat + 1}, {loop}: done", flush=True)
     rows = []
-    for layers in BUILT:
+    for layers in DEPTHS:
         s = {key: samples[key][layers] for key in samples}
         rows.append({
             "layers": list(layers), **{key: spread(v) for key, v in s.items()},
@@ -133,10 +139,10 @@ def training_runs(size: dict, workdir: Path) -> dict:
 # -- 4: CPU options, in this process --------------------------------------------------------------------------------
 
 
-def option_model(name: str, option: str, in_chans: int) -> torch.nn.Module:
+def option_model(layers: tuple[int, ...], option: str, in_chans: int) -> torch.nn.Module:
     """The model set up for ``option`` (torch.compile compiles in its first steps, timed by step_seconds)."""
     torch.manual_seed(0)
-    model = timm.create_model(name, num_classes=10, in_chans=in_chans).train()
+    model = timm.create_model(BUILT, layers=layers, num_classes=10, in_chans=in_chans).train()
     if "channels_last" in option:
         model = model.to(memory_format=torch.channels_last)
     if option == "compile":
@@ -173,15 +179,15 @@ def cpu_options(size: dict) -> dict:
     data = load_image_data("fashion-mnist", max_train_samples=100, max_eval_samples=1)
     images, labels = data.train_images, data.train_labels
     setups = {}
-    for layers, name in BUILT.items():
+    for layers in DEPTHS:
         for option in OPTIONS:
-            model = option_model(name, option, images.shape[1])
+            model = option_model(layers, option, images.shape[1])
             optimizer = timm.optim.create_optimizer_v2(model, "momentum", lr=0.01, momentum=0.9, weight_decay=2e-4)
             setups[layers, option] = (model, optimizer)
     samples = {key: [] for key in setups}
     warmups = {key: [] for key in setups}
     for repeat in range(size["repeats"]):
-        for layers in BUILT:
+        for layers in DEPTHS:
             options = OPTIONS if repeat % 2 == 0 else OPTIONS[::-1]
             for option in options:
                 model, optimizer = setups[layers, option]
@@ -191,7 +197,7 @@ def cpu_options(size: dict) -> dict:
                 warmups[layers, option].append(warm)
         print(f"options, repeat {repeat + 1}: done", flush=True)
     rows = []
-    for layers in BUILT:
+    for layers in DEPTHS:
         base = statistics.median(samples[layers, "fp32"])
         for option in OPTIONS:
             speeds = samples[layers, option]
