@@ -10,6 +10,7 @@ from . import multilevel_resnet  # noqa: F401  (registers the growres_* models i
 from .errors import GrowresError
 from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, stage_layers
 from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer
+from .sharding import grow_sharded
 from .time_saved import forward_flops, theoretical_time_saved
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "forward_flops",
     "get_adapter",
     "grow",
+    "grow_sharded",
     "interpolate",
     "push_to_hub",
     "rebuild_optimizer",

@@ -24,13 +24,14 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models._input import update_model_args
+from torch.distributed.fsdp import FSDPModule
 
 from .errors import GrowresError
 from .multilevel_resnet import MultilevelResNet
 
 __all__ = [
     "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "get_adapter", "stage_layers",
-    "uncompiled",
+    "uncompiled", "module_class",
 ]
 
 STRATEGIES = ("copy", "identity")
@@ -84,6 +85,13 @@ def get_adapter(model: nn.Module) -> GrowthAdapter:
 def uncompiled(model: nn.Module) -> nn.Module:
     """The module under a torch.compile wrapper (which shares its modules), or the model itself."""
     return getattr(model, "_orig_mod", model)
+
+
+def module_class(module: nn.Module) -> type:
+    """The class ``module`` was built as: FSDP2's ``fully_shard`` swaps it for a subclass ``FSDP<Class>``
+    (compare with this, not ``type(module)``, where an adapter wants one exact class)."""
+    cls = type(module)
+    return cls.__mro__[cls._orig_cls_mro_index] if issubclass(cls, FSDPModule) else cls
 
 
 def stage_layers(model: nn.Module) -> tuple[int, ...]:
@@ -247,7 +255,7 @@ register_adapter(GrowthAdapter(
 
 def _is_timm_vit(model: nn.Module) -> bool:
     from timm.models.vision_transformer import Block, VisionTransformer
-    return isinstance(model, VisionTransformer) and all(type(b) is Block for b in model.blocks)
+    return isinstance(model, VisionTransformer) and all(module_class(b) is Block for b in model.blocks)
 
 
 def _vit_scale_branch(block: nn.Module, factor: float) -> None:

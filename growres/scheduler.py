@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from .errors import GrowresError
 from .growth import STRATEGIES, get_adapter, grow, stage_layers, uncompiled
+from .sharding import grow_sharded, is_sharded
 
 __all__ = ["GrowthPlan", "GrowthRecord", "GrowthScheduler", "cyclic_cosine_lr", "rebuild_optimizer"]
 
@@ -115,26 +116,37 @@ def rebuild_optimizer(
 ) -> torch.optim.Optimizer:
     """A new optimizer of the same class over the grown model, with the same param-group structure.
 
-    Each new parameter joins the group of the parameter it was copied from (so e.g. a copied BN weight
-    stays out of weight decay) and, unless ``reset_state``, starts from a copy of its source's state
-    (momentum); old parameters keep theirs. Params are ordered as in the model, so an optimizer rebuilt
-    the same way on resume has the same ``state_dict`` layout.
+    ``sources`` maps each parameter of the grown model that ``optimizer`` does not hold to the old parameter it
+    continues: the one it was copied from, or the one it replaces (re-sharding makes new parameter objects, see
+    :func:`growres.sharding.grow_sharded`); replaced parameters leave the optimizer. Each such parameter joins its
+    source's group (so e.g. a copied BN weight stays out of weight decay) and, unless ``reset_state``, takes its
+    source's state (momentum): the state itself for a replacement, a copy for each copy; old parameters keep theirs.
+    Params are ordered as in the model, so an optimizer rebuilt the same way on resume has the same ``state_dict``
+    layout.
     """
     order = {param: idx for idx, param in enumerate(model.parameters())}
+    replaced = {source for source in sources.values() if source not in order}
     groups = []
     for group in optimizer.param_groups:
         members = set(group["params"])
-        params = list(group["params"]) + [new for new, source in sources.items() if source in members]
+        params = [p for p in group["params"] if p not in replaced]
+        params += [new for new, source in sources.items() if source in members]
         params.sort(key=lambda p: order.get(p, len(order)))
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
     rebuilt = type(optimizer)(groups, **optimizer.defaults)
     if not reset_state:
         for group in optimizer.param_groups:
             for param in group["params"]:
-                if param in optimizer.state:
+                if param in optimizer.state and param not in replaced:
                     rebuilt.state[param] = optimizer.state[param]
+        handed_over = set()
         for new, source in sources.items():
-            if source in optimizer.state:
+            if source not in optimizer.state:
+                continue
+            if source in replaced and source not in handed_over:
+                handed_over.add(source)  # the old optimizer is dropped: its state moves instead of being copied
+                rebuilt.state[new] = optimizer.state[source]
+            else:
                 rebuilt.state[new] = copy.deepcopy(optimizer.state[source])
     return rebuilt
 
@@ -271,7 +283,8 @@ class GrowthScheduler:
         # the torch optimizer under accelerate's AcceleratedOptimizer
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
 
-        sources = grow(model, self.strategy)
+        # a model sharded with FSDP2 (by hand or by accelerate's FSDP plugin) is unsharded, grown and sharded again
+        sources = grow_sharded(model, self.strategy) if is_sharded(model) else grow(model, self.strategy)
         optimizer = rebuild_optimizer(
             optimizer, model, sources, reset_state=self.reset_optimizer_state or not carry_state
         )

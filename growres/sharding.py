@@ -1,0 +1,151 @@
+"""Growth of a model sharded with FSDP2 (``torch.distributed.fsdp.fully_shard``) in a live run.
+
+FSDP2 turns every parameter of a ``fully_shard``-ed module into a DTensor holding this rank's shard, and refuses to
+deep-copy such a module, so blocks cannot be copied where they are. :func:`grow_sharded` therefore unshards, grows,
+and shards again:
+
+1. it records how each sharded module was sharded (mesh, ``reshard_after_forward``, mixed precision, offloading,
+   each parameter's shard dimension);
+2. it gathers every parameter to its full tensor and removes FSDP from the modules, leaving the plain model;
+3. it grows that model with :func:`growres.grow`, exactly as an unsharded run does (so the gathered parameters equal
+   those of the same model grown unsharded, bit for bit);
+4. it shards again, bottom-up: every module that was sharded with its own settings, each new block with those of
+   the block it copies.
+
+Every rank holds the full model (gathered on the device of its shards) for the length of the growth.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.distributed._composable.contract import REGISTRY_KEY, STATE_KEY
+from torch.distributed._composable_state import _module_state_mapping
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.tensor import Shard
+
+from .errors import GrowresError
+from .growth import get_adapter, grow, module_class
+
+__all__ = ["ShardingPolicy", "grow_sharded", "is_sharded", "sharding_policies"]
+
+
+@dataclass(frozen=True)
+class ShardingPolicy:
+    """The arguments of one ``fully_shard`` call, read back from the module it sharded."""
+    mesh: DeviceMesh
+    reshard_after_forward: bool | int | None  # None: FSDP's default (True, except False for the root)
+    mp_policy: MixedPrecisionPolicy
+    offload_policy: OffloadPolicy
+    placements: dict[str, Shard]  # each managed parameter's shard dim, by its name inside the module
+
+    def apply(self, module: nn.Module) -> None:
+        by_param = {param: self.placements[name] for name, param in module.named_parameters()
+                    if name in self.placements}
+        fully_shard(module, mesh=self.mesh, reshard_after_forward=self.reshard_after_forward,
+                    mp_policy=self.mp_policy, offload_policy=self.offload_policy,
+                    shard_placement_fn=by_param.get)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``fully_shard`` was applied to ``model`` or any of its submodules."""
+    return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
+def _policy(module: FSDPModule) -> ShardingPolicy:
+    state = module._get_fsdp_state()
+    if len(state._modules) != 1 or len(state._fsdp_param_groups) != 1:
+        raise GrowresError(
+            f"growres re-shards modules given to fully_shard one at a time; {type(module).__name__} was sharded "
+            "together with other modules or with per-parameter meshes."
+        )
+    group = state._fsdp_param_groups[0]
+    if group.mesh_info.is_spmd_mesh:
+        raise GrowresError("growres cannot re-shard a model sharded with fully_shard(..., dp_mesh_dims=...).")
+    names = {param: name for name, param in module.named_parameters()}
+    placements = {names[p.sharded_param]: p.fsdp_placement for p in group.fsdp_params}
+    if state._auto_reshard_after_forward:
+        reshard_after_forward = None
+    elif group.post_forward_mesh_info is None:
+        reshard_after_forward = False
+    elif group.post_forward_mesh_info is group.mesh_info:
+        reshard_after_forward = True
+    else:
+        reshard_after_forward = group.post_forward_mesh_info.shard_mesh_size
+    return ShardingPolicy(group.mesh_info.mesh, reshard_after_forward, group.mp_policy, group.offload_policy,
+                          placements)
+
+
+def sharding_policies(model: nn.Module) -> dict[nn.Module, ShardingPolicy]:
+    """How each sharded module of ``model`` was sharded, bottom-up (the order ``fully_shard`` needs)."""
+    return {module: _policy(module) for module in reversed(list(model.modules())) if isinstance(module, FSDPModule)}
+
+
+def _remove_fsdp(module: FSDPModule) -> dict[nn.Parameter, nn.Parameter]:
+    """Replace each sharded parameter of ``module`` by its gathered full tensor and remove FSDP from the module,
+    undoing what ``fully_shard`` installed (torch has no public inverse). Returns each full parameter's shard."""
+    module.reshard()  # the sharded parameters are the registered ones (not so after a forward without backward)
+    state = module._get_fsdp_state()
+    full_to_sharded = {}
+    for group in state._fsdp_param_groups:
+        for fsdp_param in group.fsdp_params:
+            sharded = fsdp_param.sharded_param
+            with torch.no_grad():
+                full = nn.Parameter(sharded.full_tensor(), requires_grad=sharded.requires_grad)
+            info = fsdp_param._module_info
+            for owner, name in [(info.module, info.param_name), *zip(info.shared_modules, info.shared_param_names)]:
+                setattr(owner, name, full)
+            fsdp_param._post_load_hook_handle.remove()
+            full_to_sharded[full] = sharded
+        for handles in (group._module_to_pre_save_state_dict_hook_handle,
+                        group._module_to_pre_load_state_dict_hook_handle):
+            for handle in handles.values():
+                handle.remove()
+    state._pre_forward_hook_handle.remove()
+    state._post_forward_hook_handle.remove()
+    states = module.__dict__[STATE_KEY]
+    for api in [api for api, api_state in states.items() if api_state is state]:
+        del states[api]
+    del module.__dict__[REGISTRY_KEY]["fully_shard"]
+    del _module_state_mapping[module]
+    for managed in module.modules():
+        managed.__dict__.pop("_is_fsdp_managed_module", None)
+        managed.__dict__.pop("_fsdp_use_orig_params", None)
+    module.__class__ = module_class(module)  # FSDP<Block> -> Block
+    return full_to_sharded
+
+
+def grow_sharded(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter, nn.Parameter]:
+    """Interpolate a model sharded with ``fully_shard``, in place, and shard it again with the same policy.
+
+    Collective: every rank of the mesh calls it at the same point. Returns, for every parameter of the grown
+    model, the parameter it continues (re-sharding makes new parameter objects: old parameters map to
+    themselves before growth, new ones to the parameter they copy), so that
+    :func:`growres.rebuild_optimizer` can transplant the sharded optimizer state.
+    """
+    policies = sharding_policies(model)
+    adapter = get_adapter(model)
+    old_blocks = [block for stage in adapter.stages(model) for block in stage]
+
+    full_to_old = {}
+    for module in policies:
+        full_to_old.update(_remove_fsdp(module))
+    block_of = {param: block for block in old_blocks for param in block.parameters()}
+    copies = grow(model, strategy)
+
+    names_after_growth = {param: name for name, param in model.named_parameters()}
+    for stage in adapter.stages(model):
+        for block in stage:  # a new block is sharded as the block it copies
+            first = next(block.parameters(), None)
+            if first in copies and block_of[copies[first]] in policies:
+                policies[block] = policies[block_of[copies[first]]]
+    for module in reversed(list(model.modules())):  # bottom-up
+        if module in policies:
+            policies[module].apply(module)
+
+    sharded = dict(model.named_parameters())
+    continues = {}
+    for full, name in names_after_growth.items():
+        source = copies.get(full, full)
+        continues[sharded[name]] = full_to_old.get(source, source)
+    return continues
