@@ -62,8 +62,10 @@ def _policy(module: FSDPModule) -> ShardingPolicy:
     group = state._fsdp_param_groups[0]
     if group.mesh_info.is_spmd_mesh:
         raise GrowresError("growres cannot re-shard a model sharded with fully_shard(..., dp_mesh_dims=...).")
-    names = {param: name for name, param in module.named_parameters()}
-    placements = {names[p.sharded_param]: p.fsdp_placement for p in group.fsdp_params}
+    # parameter names from FSDP's records: the registered parameters may be the unsharded ones just now
+    prefixes = {submodule: f"{name}." if name else "" for name, submodule in module.named_modules()}
+    placements = {prefixes[p._module_info.module] + p._module_info.param_name: p.fsdp_placement
+                  for p in group.fsdp_params}
     if state._auto_reshard_after_forward:
         reshard_after_forward = None
     elif group.post_forward_mesh_info is None:
@@ -84,7 +86,8 @@ def sharding_policies(model: nn.Module) -> dict[nn.Module, ShardingPolicy]:
 def _remove_fsdp(module: FSDPModule) -> dict[nn.Parameter, nn.Parameter]:
     """Replace each sharded parameter of ``module`` by its gathered full tensor and remove FSDP from the module,
     undoing what ``fully_shard`` installed (torch has no public inverse). Returns each full parameter's shard."""
-    module.reshard()  # the sharded parameters are the registered ones (not so after a forward without backward)
+    module.reshard()  # register the sharded parameters (a forward without backward, e.g. an evaluation, leaves
+    # the root's, and those of modules that do not reshard after forward, unsharded)
     state = module._get_fsdp_state()
     full_to_sharded = {}
     for group in state._fsdp_param_groups:
@@ -108,9 +111,6 @@ def _remove_fsdp(module: FSDPModule) -> dict[nn.Parameter, nn.Parameter]:
         del states[api]
     del module.__dict__[REGISTRY_KEY]["fully_shard"]
     del _module_state_mapping[module]
-    for managed in module.modules():
-        managed.__dict__.pop("_is_fsdp_managed_module", None)
-        managed.__dict__.pop("_fsdp_use_orig_params", None)
     module.__class__ = module_class(module)  # FSDP<Block> -> Block
     return full_to_sharded
 

@@ -9,7 +9,8 @@ SCRIPT = Path(__file__).parent / "scripts" / "fsdp_growth.py"
 MODELS = {"vit": [[4], [8]], "growres": [[4, 4, 4], [8, 8, 8]]}  # blocks per stage after each growth
 CHECKS = (  # right after each growth, on every rank (see the script), and the step after it
     "equals_unsharded_growth", "same_on_all_ranks", "all_sharded", "same_policy", "optimizer_holds_model",
-    "groups_kept", "momentum_transplanted", "loss_equals_unsharded", "new_params_got_gradients", "new_params_moved",
+    "groups_kept", "momentum_transplanted", "loss_equals_unsharded", "old_shards_freed",
+    "new_params_got_gradients", "new_params_moved",
 )
 
 

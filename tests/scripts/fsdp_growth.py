@@ -9,8 +9,10 @@ after, it checks that every new parameter received a gradient and moved. At the 
 torch.distributed.checkpoint, resumes it into a fresh model grown to that depth by the growth state, and checks that
 the next step is the uninterrupted run's. Rank 0 writes the report.
 """
+import gc
 import json
 import sys
+import weakref
 
 import timm
 import timm.optim
@@ -63,6 +65,7 @@ def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 10, (8,), generator=gen)
 
 
+@torch.no_grad()  # a gathered tensor with a graph would keep its parameter alive
 def gathered(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.full_tensor() for name, p in model.named_parameters()}
 
@@ -75,7 +78,7 @@ def policies_by_name(model: torch.nn.Module) -> dict:
 def optimizer_view(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, tuple[int, torch.Tensor]]:
     """Each parameter's (param group, gathered momentum), by name."""
     group_of = {p: idx for idx, group in enumerate(optimizer.param_groups) for p in group["params"]}
-    return {name: (group_of[p], optimizer.state[p]["momentum_buffer"].full_tensor())
+    return {name: (group_of[p], optimizer.state[p]["momentum_buffer"].full_tensor().detach())
             for name, p in model.named_parameters()}
 
 
@@ -143,6 +146,7 @@ def check_growth(name: str, scheduler: GrowthScheduler, before: dict, growths: i
         "momentum_transplanted": all(torch.equal(view[n][1], before["optimizer"][src][1])
                                      for n, src in continues.items()),
         "loss_equals_unsharded": loss_on(model, probe) == loss_on(reference, probe),
+        "old_shards_freed": gc.collect() >= 0 and all(ref() is None for ref in before["old_params"]),
         "new_params": sorted(n for n, p in reference.named_parameters() if p in sources),
     }
 
@@ -159,12 +163,19 @@ def run(name: str, mesh, checkpoint_dir: str) -> dict:
     seen = {}  # what the callbacks of the latest step saw
 
     def record_grads(model):
-        seen["grads"] = {n: p.grad.full_tensor() if p.grad is not None else None for n, p in model.named_parameters()}
+        seen["grads"] = {n: p.grad.detach().full_tensor() if p.grad is not None else None
+                         for n, p in model.named_parameters()}
 
     def record_update(model):
         seen["weights"] = {**gathered(model), **{n: b.clone() for n, b in model.named_buffers()}}
         seen["optimizer"] = optimizer_view(model, scheduler.optimizer)
         seen["policies"] = policies_by_name(model)
+        seen["old_params"] = [weakref.ref(p) for p in model.parameters()]
+        if scheduler.step_ends_cycle:  # evaluate before growing, as a loop does at a cycle's end: the forward
+            model.eval()  # leaves the parameters of the root and the ViT's blocks unsharded
+            with torch.no_grad():
+                model(probe[0])
+            model.train()
 
     growth, at_growth = None, None
     for step in range(SAVE_AT):
