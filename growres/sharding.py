@@ -86,13 +86,11 @@ def sharding_policies(model: nn.Module) -> dict[nn.Module, ShardingPolicy]:
 def _remove_fsdp(module: FSDPModule) -> dict[nn.Parameter, nn.Parameter]:
     """Replace each sharded parameter of ``module`` by its gathered full tensor and remove FSDP from the module,
     undoing what ``fully_shard`` installed (torch has no public inverse). Returns each full parameter's shard."""
-    module.reshard()  # register the sharded parameters (a forward without backward, e.g. an evaluation, leaves
-    # the root's, and those of modules that do not reshard after forward, unsharded)
     state = module._get_fsdp_state()
     full_to_sharded = {}
     for group in state._fsdp_param_groups:
         for fsdp_param in group.fsdp_params:
-            sharded = fsdp_param.sharded_param
+            sharded = fsdp_param.sharded_param  # the parameter's truth, also while the module is unsharded
             with torch.no_grad():
                 full = nn.Parameter(sharded.full_tensor(), requires_grad=sharded.requires_grad)
             info = fsdp_param._module_info
