@@ -298,6 +298,8 @@ class GrowthScheduler:
             # prepare the grown model anew. free_memory() forgets the old model and optimizer (else
             # save_state writes model_1/optimizer_1), and the prepared dataloaders are registered again
             # so their sampler states keep being checkpointed. The marker would make prepare() skip the model.
+            # Under accelerate's FSDP2 the model was re-sharded above; prepare() leaves an FSDPModule as it is and
+            # re-points the optimizer at its parameters by name (untested: accelerate does not shard on CPU).
             model.__dict__.pop("_is_accelerate_prepared", None)
             dataloaders = list(accelerator._dataloaders)
             step = accelerator.step

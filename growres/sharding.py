@@ -52,6 +52,17 @@ def is_sharded(model: nn.Module) -> bool:
     return any(isinstance(module, FSDPModule) for module in model.modules())
 
 
+def _fsdp_params(module: FSDPModule) -> list:
+    """FSDP's records of the parameters ``fully_shard(module)`` manages."""
+    return [param for group in module._get_fsdp_state()._fsdp_param_groups for param in group.fsdp_params]
+
+
+def _owners(fsdp_param) -> list[tuple[nn.Module, str]]:
+    """Where a managed parameter is registered: (module, attribute name), tied registrations included."""
+    info = fsdp_param._module_info
+    return [(info.module, info.param_name), *zip(info.shared_modules, info.shared_param_names)]
+
+
 def _policy(module: FSDPModule) -> ShardingPolicy:
     state = module._get_fsdp_state()
     if len(state._modules) != 1 or len(state._fsdp_param_groups) != 1:
@@ -65,7 +76,7 @@ def _policy(module: FSDPModule) -> ShardingPolicy:
     # parameter names from FSDP's records: the registered parameters may be the unsharded ones just now
     prefixes = {submodule: f"{name}." if name else "" for name, submodule in module.named_modules()}
     placements = {prefixes[p._module_info.module] + p._module_info.param_name: p.fsdp_placement
-                  for p in group.fsdp_params}
+                  for p in _fsdp_params(module)}
     if state._auto_reshard_after_forward:
         reshard_after_forward = None
     elif group.post_forward_mesh_info is None:
@@ -93,8 +104,7 @@ def _remove_fsdp(module: FSDPModule) -> dict[nn.Parameter, nn.Parameter]:
             sharded = fsdp_param.sharded_param  # the parameter's truth, also while the module is unsharded
             with torch.no_grad():
                 full = nn.Parameter(sharded.full_tensor(), requires_grad=sharded.requires_grad)
-            info = fsdp_param._module_info
-            for owner, name in [(info.module, info.param_name), *zip(info.shared_modules, info.shared_param_names)]:
+            for owner, name in _owners(fsdp_param):
                 setattr(owner, name, full)
             fsdp_param._post_load_hook_handle.remove()
             full_to_sharded[full] = sharded
@@ -116,12 +126,18 @@ def _remove_fsdp(module: FSDPModule) -> dict[nn.Parameter, nn.Parameter]:
 def grow_sharded(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter, nn.Parameter]:
     """Interpolate a model sharded with ``fully_shard``, in place, and shard it again with the same policy.
 
-    Collective: every rank of the mesh calls it at the same point. Returns, for every parameter of the grown
-    model, the parameter it continues (re-sharding makes new parameter objects: old parameters map to
-    themselves before growth, new ones to the parameter they copy), so that
-    :func:`growres.rebuild_optimizer` can transplant the sharded optimizer state.
+    Collective: every rank of the mesh calls it at the same point. Returns, like :func:`growres.grow`, the
+    parameter each new parameter continues, for :func:`growres.rebuild_optimizer` to carry the (sharded) optimizer
+    state over; here that covers every re-sharded parameter (a new object standing for the parameter it replaces)
+    as well as the copies.
     """
     policies = sharding_policies(model)
+    managed = {owner for module in policies for param in _fsdp_params(module) for owner in _owners(param)}
+    unmanaged = [f"{owner_name}.{name}".lstrip(".") for owner_name, owner in model.named_modules()
+                 for name, param in owner._parameters.items() if param is not None and (owner, name) not in managed]
+    if unmanaged:  # sharding the root again would shard them
+        raise GrowresError(f"growres re-shards models whose every parameter FSDP manages; {unmanaged[:3]} are not "
+                           "(fully_shard(..., ignored_params=...) is not supported).")
     adapter = get_adapter(model)
     old_blocks = [block for stage in adapter.stages(model) for block in stage]
 
@@ -142,8 +158,6 @@ def grow_sharded(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter,
             policies[module].apply(module)
 
     sharded = dict(model.named_parameters())
-    continues = {}
-    for full, name in names_after_growth.items():
-        source = copies.get(full, full)
-        continues[sharded[name]] = full_to_old.get(source, source)
-    return continues
+    continues = {sharded[name]: full_to_old.get(copies.get(full, full), copies.get(full, full))
+                 for full, name in names_after_growth.items()}
+    return {new: old for new, old in continues.items() if new is not old}  # unmanaged parameters stay themselves
