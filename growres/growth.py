@@ -135,18 +135,26 @@ def _scale_step(adapter: GrowthAdapter, model: nn.Module, factor: float) -> None
                 adapter.scale_branch(block, factor)
 
 
+def plan_growth(model: nn.Module, strategy: str = "copy") -> list[list[nn.Module]]:
+    """For each stage of ``model``, the old block each new block will copy; a GrowresError if ``model`` cannot
+    grow with ``strategy`` (checked before anything changes)."""
+    if strategy not in STRATEGIES:
+        raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+    model = uncompiled(model)
+    adapter = get_adapter(model)
+    return [_plan_copies(adapter, idx, list(stage)) for idx, stage in enumerate(adapter.stages(model))]
+
+
 def grow(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter, nn.Parameter]:
     """Interpolate ``model`` in place; return each new parameter's source parameter.
 
     The mapping lets an optimizer give every new parameter the state of the parameter it was copied
     from (:class:`growres.GrowthScheduler` does this).
     """
-    if strategy not in STRATEGIES:
-        raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
     model = uncompiled(model)
     adapter = get_adapter(model)
     stages = adapter.stages(model)
-    plans = [_plan_copies(adapter, idx, list(stage)) for idx, stage in enumerate(stages)]  # checks all first
+    plans = plan_growth(model, strategy)  # checks all first
 
     sources: dict[nn.Parameter, nn.Parameter] = {}
     with torch.no_grad():

@@ -25,7 +25,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, OffloadPoli
 from torch.distributed.tensor import Shard
 
 from .errors import GrowresError
-from .growth import get_adapter, grow, module_class
+from .growth import get_adapter, grow, module_class, plan_growth
 
 __all__ = ["ShardingPolicy", "grow_sharded", "is_sharded", "sharding_policies"]
 
@@ -131,13 +131,16 @@ def grow_sharded(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter,
     state over; here that covers every re-sharded parameter (a new object standing for the parameter it replaces)
     as well as the copies.
     """
+    plan_growth(model, strategy)  # refusals come while the model is still sharded
     policies = sharding_policies(model)
     managed = {owner for module in policies for param in _fsdp_params(module) for owner in _owners(param)}
-    unmanaged = [f"{owner_name}.{name}".lstrip(".") for owner_name, owner in model.named_modules()
+    under_fsdp = {submodule for module in policies for submodule in module.modules()}
+    unmanaged = [f"{owner_name}.{name}".lstrip(".")
+                 for owner_name, owner in model.named_modules() if owner in under_fsdp
                  for name, param in owner._parameters.items() if param is not None and (owner, name) not in managed]
-    if unmanaged:  # sharding the root again would shard them
-        raise GrowresError(f"growres re-shards models whose every parameter FSDP manages; {unmanaged[:3]} are not "
-                           "(fully_shard(..., ignored_params=...) is not supported).")
+    if unmanaged:  # sharding their module again would shard them
+        raise GrowresError(f"growres re-shards sharded modules whose every parameter FSDP manages; {unmanaged[:3]} "
+                           "are not (fully_shard(..., ignored_params=...) is not supported).")
     adapter = get_adapter(model)
     old_blocks = [block for stage in adapter.stages(model) for block in stage]
 

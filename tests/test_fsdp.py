@@ -21,7 +21,7 @@ def test_sharded_growth_reshards_transplants_state_and_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(report_path.read_text())
     assert report["world_size"] == 2
-    assert report["refuses_unmanaged"]
+    assert report["refused"] == {"unmanaged": True, "strategy": True}
     for name, layers in MODELS.items():
         run = report[name]
         assert run["policy_read_back"], name  # the blocks' own fully_shard settings are what gets applied again

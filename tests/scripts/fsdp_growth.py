@@ -27,7 +27,7 @@ from torch.distributed.tensor import DTensor
 
 import growres  # noqa: F401  (registers the growres models)
 from growres import GrowresError, GrowthPlan, GrowthScheduler, get_adapter, grow
-from growres.sharding import grow_sharded, sharding_policies
+from growres.sharding import grow_sharded, is_sharded, sharding_policies
 
 PLAN = GrowthPlan(cycles=(3, 6), total=10, unit="step")
 SAVE_AT = 9  # steps before the checkpoint; the 10th step is compared with the resumed run's
@@ -216,23 +216,27 @@ def run(name: str, mesh, checkpoint_dir: str) -> dict:
     return report
 
 
-def refuses_unmanaged_parameters(mesh) -> bool:
-    """A parameter FSDP does not manage would be sharded by re-sharding the root: refused before any change."""
+def refusals(mesh) -> dict[str, bool]:
+    """What sharded growth refuses, refused before the model changes (it stays sharded at its depth)."""
     model = build("vit")
     for block in blocks(model):
         fully_shard(block, mesh=mesh)
+    # a parameter FSDP does not manage would be sharded by sharding the root again
     fully_shard(model, mesh=mesh, ignored_params={model.pos_embed})
-    try:
-        grow_sharded(model)
-    except GrowresError as error:
-        return "pos_embed" in str(error) and len(model.blocks) == 2 and isinstance(model, FSDPModule)
-    return False
+    refused = {}
+    for case, strategy, message in (("unmanaged", "copy", "pos_embed"), ("strategy", "bogus", "bogus")):
+        try:
+            grow_sharded(model, strategy)
+            refused[case] = False
+        except GrowresError as error:
+            refused[case] = message in str(error) and len(model.blocks) == 2 and is_sharded(model)
+    return refused
 
 
 def main(report_path: str, checkpoint_dir: str, *names: str) -> None:
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
-    report = {"world_size": dist.get_world_size(), "refuses_unmanaged": refuses_unmanaged_parameters(mesh)}
+    report = {"world_size": dist.get_world_size(), "refused": refusals(mesh)}
     report.update({name: run(name, mesh, f"{checkpoint_dir}/{name}") for name in names})
     if dist.get_rank() == 0:
         with open(report_path, "w") as f:
