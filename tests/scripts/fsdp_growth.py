@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Shard
 
 import growres  # noqa: F401  (registers the growres models)
 from growres import GrowresError, GrowthPlan, GrowthScheduler, get_adapter, grow
@@ -32,9 +32,13 @@ from growres.sharding import grow_sharded, is_sharded, sharding_policies
 PLAN = GrowthPlan(cycles=(3, 6), total=10, unit="step")
 SAVE_AT = 9  # steps before the checkpoint; the 10th step is compared with the resumed run's
 # the blocks' fully_shard settings, which every block (old and new) must keep; the root takes the defaults
+def shard_channels_in(param: torch.nn.Parameter) -> Shard | None:
+    return Shard(1) if param.ndim > 1 else None  # conv weights by input channel, the rest by the default dim 0
+
+
 BLOCK_SHARDING = {
     "vit": dict(reshard_after_forward=False),
-    "growres": dict(mp_policy=MixedPrecisionPolicy(reduce_dtype=torch.float32)),
+    "growres": dict(mp_policy=MixedPrecisionPolicy(reduce_dtype=torch.float32), shard_placement_fn=shard_channels_in),
 }
 MODELS = {  # a ViT (one stage, no explicit h) and a growres ResNet (transition blocks, explicit h, BatchNorm)
     "vit": dict(model_name="vit_tiny_patch16_224", depth=2, img_size=32, patch_size=8, embed_dim=64, num_heads=2),
@@ -151,6 +155,14 @@ def check_growth(name: str, scheduler: GrowthScheduler, before: dict, growths: i
     }
 
 
+def read_back(policy, block: torch.nn.Module, settings: dict) -> bool:
+    """Whether ``policy`` holds the ``fully_shard`` settings the block was sharded with."""
+    placement_fn = settings.get("shard_placement_fn", lambda param: None)
+    placements = {name: placement_fn(param) or Shard(0) for name, param in block.named_parameters()}
+    return policy.placements == placements and all(
+        getattr(policy, key) == value for key, value in settings.items() if key != "shard_placement_fn")
+
+
 def run(name: str, mesh, checkpoint_dir: str) -> dict:
     rank = dist.get_rank()
     probe = batch(seed=1000)
@@ -158,8 +170,8 @@ def run(name: str, mesh, checkpoint_dir: str) -> dict:
 
     settings = BLOCK_SHARDING[name]
     report = {"growths": [], "losses": [], "policy_read_back": all(  # what the re-sharding will apply again
-        getattr(policy, key) == value for block_name, policy in policies_by_name(scheduler.model).items() if block_name
-        for key, value in settings.items())}
+        read_back(policy, scheduler.model.get_submodule(block_name), settings)
+        for block_name, policy in policies_by_name(scheduler.model).items() if block_name)}
     seen = {}  # what the callbacks of the latest step saw
 
     def record_grads(model):
