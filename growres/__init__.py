@@ -10,7 +10,6 @@ from . import multilevel_resnet  # noqa: F401  (registers the growres_* models i
 from .errors import GrowresError
 from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, stage_layers
 from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer
-from .sharding import grow_sharded
 from .time_saved import forward_flops, theoretical_time_saved
 
 __all__ = [
@@ -35,8 +34,11 @@ __all__ = [
 
 
 def __getattr__(name):
-    # the Hub client is imported only by those who push
+    # the Hub client is imported only by those who push, FSDP2's internals only by those who shard
     if name == "push_to_hub":
         from .hub import push_to_hub
         return push_to_hub
+    if name == "grow_sharded":  # FSDP2: torch >= 2.6 with torch.distributed
+        from .sharding import grow_sharded
+        return grow_sharded
     raise AttributeError(f"module 'growres' has no attribute {name!r}")

@@ -24,14 +24,19 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models._input import update_model_args
-from torch.distributed.fsdp import FSDPModule
 
 from .errors import GrowresError
 from .multilevel_resnet import MultilevelResNet
 
+try:  # FSDP2's public home since torch 2.6
+    from torch.distributed.fsdp import FSDPModule
+except ImportError:  # older torch, or a build without torch.distributed: nothing is sharded with FSDP2
+    class FSDPModule:
+        """Stand-in of which no module is an instance."""
+
 __all__ = [
     "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "get_adapter", "stage_layers",
-    "uncompiled", "module_class",
+    "uncompiled", "module_class", "is_sharded",
 ]
 
 STRATEGIES = ("copy", "identity")
@@ -92,6 +97,11 @@ def module_class(module: nn.Module) -> type:
     (compare with this, not ``type(module)``, where an adapter wants one exact class)."""
     cls = type(module)
     return cls.__mro__[cls._orig_cls_mro_index] if issubclass(cls, FSDPModule) else cls
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2's ``fully_shard`` was applied to ``model`` or any of its submodules."""
+    return any(isinstance(module, FSDPModule) for module in model.modules())
 
 
 def stage_layers(model: nn.Module) -> tuple[int, ...]:

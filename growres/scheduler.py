@@ -25,8 +25,7 @@ import torch
 import torch.nn as nn
 
 from .errors import GrowresError
-from .growth import STRATEGIES, get_adapter, grow, stage_layers, uncompiled
-from .sharding import grow_sharded, is_sharded
+from .growth import STRATEGIES, get_adapter, grow, is_sharded, stage_layers, uncompiled
 
 __all__ = ["GrowthPlan", "GrowthRecord", "GrowthScheduler", "cyclic_cosine_lr", "rebuild_optimizer"]
 
@@ -283,8 +282,11 @@ class GrowthScheduler:
         # the torch optimizer under accelerate's AcceleratedOptimizer
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
 
-        # a model sharded with FSDP2 (by hand or by accelerate's FSDP plugin) is unsharded, grown and sharded again
-        sources = grow_sharded(model, self.strategy) if is_sharded(model) else grow(model, self.strategy)
+        if is_sharded(model):  # with FSDP2, by hand or by accelerate's FSDP plugin: unshard, grow, shard again
+            from .sharding import grow_sharded  # imported only where FSDP2 exists (torch >= 2.6 with distributed)
+            sources = grow_sharded(model, self.strategy)
+        else:
+            sources = grow(model, self.strategy)
         optimizer = rebuild_optimizer(
             optimizer, model, sources, reset_state=self.reset_optimizer_state or not carry_state
         )

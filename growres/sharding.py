@@ -27,7 +27,7 @@ from torch.distributed.tensor import Shard
 from .errors import GrowresError
 from .growth import get_adapter, grow, module_class, plan_growth
 
-__all__ = ["ShardingPolicy", "grow_sharded", "is_sharded", "sharding_policies"]
+__all__ = ["ShardingPolicy", "grow_sharded", "sharding_policies"]
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,6 @@ class ShardingPolicy:
         fully_shard(module, mesh=self.mesh, reshard_after_forward=self.reshard_after_forward,
                     mp_policy=self.mp_policy, offload_policy=self.offload_policy,
                     shard_placement_fn=by_param.get)
-
-
-def is_sharded(model: nn.Module) -> bool:
-    """Whether ``fully_shard`` was applied to ``model`` or any of its submodules."""
-    return any(isinstance(module, FSDPModule) for module in model.modules())
 
 
 def _fsdp_params(module: FSDPModule) -> list:

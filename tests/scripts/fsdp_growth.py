@@ -27,7 +27,8 @@ from torch.distributed.tensor import DTensor, Shard
 
 import growres  # noqa: F401  (registers the growres models)
 from growres import GrowresError, GrowthPlan, GrowthScheduler, get_adapter, grow
-from growres.sharding import grow_sharded, is_sharded, sharding_policies
+from growres.growth import is_sharded
+from growres.sharding import grow_sharded, sharding_policies
 
 PLAN = GrowthPlan(cycles=(3, 6), total=10, unit="step")
 SAVE_AT = 9  # steps before the checkpoint; the 10th step is compared with the resumed run's
