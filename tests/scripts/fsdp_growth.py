@@ -202,7 +202,7 @@ def run(name: str, mesh, checkpoint_dir: str) -> dict:
             growth = None
         if record is not None:
             growth = check_growth(name, scheduler, seen, growths=len(report["growths"]) + 1, probe=probe)
-            growth["step"] = record.step
+            growth["step"], growth["seconds"] = record.step, record.seconds
             at_growth = gathered(scheduler.model)
             report["growths"].append(growth)
 
