@@ -26,6 +26,7 @@ __all__ = [
     "forward_flops",
     "get_adapter",
     "grow",
+    "grow_sharded",
     "interpolate",
     "keep_freed_cpu_memory",
     "push_to_hub",
@@ -37,8 +38,11 @@ __all__ = [
 
 
 def __getattr__(name):
-    # the Hub client is imported only by those who push
+    # the Hub client is imported only by those who push, FSDP2's internals only by those who shard
     if name == "push_to_hub":
         from .hub import push_to_hub
         return push_to_hub
+    if name == "grow_sharded":  # FSDP2: torch >= 2.6 with torch.distributed
+        from .sharding import grow_sharded
+        return grow_sharded
     raise AttributeError(f"module 'growres' has no attribute {name!r}")

@@ -28,9 +28,15 @@ from timm.models._input import update_model_args
 from .errors import GrowresError
 from .multilevel_resnet import MultilevelResNet
 
+try:  # FSDP2's public home since torch 2.6
+    from torch.distributed.fsdp import FSDPModule
+except ImportError:  # older torch, or a build without torch.distributed: nothing is sharded with FSDP2
+    class FSDPModule:
+        """Stand-in of which no module is an instance."""
+
 __all__ = [
     "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "get_adapter", "stage_layers",
-    "uncompiled",
+    "uncompiled", "module_class", "is_sharded",
 ]
 
 STRATEGIES = ("copy", "identity")
@@ -86,6 +92,18 @@ def uncompiled(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def module_class(module: nn.Module) -> type:
+    """The class ``module`` was built as: FSDP2's ``fully_shard`` swaps it for a subclass ``FSDP<Class>``
+    (compare with this, not ``type(module)``, where an adapter wants one exact class)."""
+    cls = type(module)
+    return cls.__mro__[cls._orig_cls_mro_index] if issubclass(cls, FSDPModule) else cls
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether FSDP2's ``fully_shard`` was applied to ``model`` or any of its submodules."""
+    return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
 def stage_layers(model: nn.Module) -> tuple[int, ...]:
     """Blocks per stage of any model an adapter covers."""
     model = uncompiled(model)
@@ -127,18 +145,26 @@ def _scale_step(adapter: GrowthAdapter, model: nn.Module, factor: float) -> None
                 adapter.scale_branch(block, factor)
 
 
+def plan_growth(model: nn.Module, strategy: str = "copy") -> list[list[nn.Module]]:
+    """For each stage of ``model``, the old block each new block will copy; a GrowresError if ``model`` cannot
+    grow with ``strategy`` (checked before anything changes)."""
+    if strategy not in STRATEGIES:
+        raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+    model = uncompiled(model)
+    adapter = get_adapter(model)
+    return [_plan_copies(adapter, idx, list(stage)) for idx, stage in enumerate(adapter.stages(model))]
+
+
 def grow(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter, nn.Parameter]:
     """Interpolate ``model`` in place; return each new parameter's source parameter.
 
     The mapping lets an optimizer give every new parameter the state of the parameter it was copied
     from (:class:`growres.GrowthScheduler` does this).
     """
-    if strategy not in STRATEGIES:
-        raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
     model = uncompiled(model)
     adapter = get_adapter(model)
     stages = adapter.stages(model)
-    plans = [_plan_copies(adapter, idx, list(stage)) for idx, stage in enumerate(stages)]  # checks all first
+    plans = plan_growth(model, strategy)  # checks all first
 
     sources: dict[nn.Parameter, nn.Parameter] = {}
     with torch.no_grad():
@@ -247,7 +273,7 @@ register_adapter(GrowthAdapter(
 
 def _is_timm_vit(model: nn.Module) -> bool:
     from timm.models.vision_transformer import Block, VisionTransformer
-    return isinstance(model, VisionTransformer) and all(type(b) is Block for b in model.blocks)
+    return isinstance(model, VisionTransformer) and all(module_class(b) is Block for b in model.blocks)
 
 
 def _vit_scale_branch(block: nn.Module, factor: float) -> None:

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
-from .growth import STRATEGIES, get_adapter, grow, stage_layers, uncompiled
+from .growth import STRATEGIES, get_adapter, grow, is_sharded, stage_layers, uncompiled
 
 __all__ = ["GrowthPlan", "GrowthRecord", "GrowthScheduler", "cyclic_cosine_lr", "rebuild_optimizer"]
 
@@ -126,26 +126,37 @@ def rebuild_optimizer(
 ) -> torch.optim.Optimizer:
     """A new optimizer of the same class over the grown model, with the same param-group structure.
 
-    Each new parameter joins the group of the parameter it was copied from (so e.g. a copied BN weight
-    stays out of weight decay) and, unless ``reset_state``, starts from a copy of its source's state
-    (momentum); old parameters keep theirs. Params are ordered as in the model, so an optimizer rebuilt
-    the same way on resume has the same ``state_dict`` layout.
+    ``sources`` maps each parameter of the grown model that ``optimizer`` does not hold to the old parameter it
+    continues: the one it was copied from, or the one it replaces (re-sharding makes new parameter objects, see
+    :func:`growres.sharding.grow_sharded`); replaced parameters leave the optimizer. Each such parameter joins its
+    source's group (so e.g. a copied BN weight stays out of weight decay) and, unless ``reset_state``, takes its
+    source's state (momentum): the state itself for a replacement, a copy for each copy; old parameters keep theirs.
+    Params are ordered as in the model, so an optimizer rebuilt the same way on resume has the same ``state_dict``
+    layout.
     """
     order = {param: idx for idx, param in enumerate(model.parameters())}
+    replaced = {source for source in sources.values() if source not in order}
     groups = []
     for group in optimizer.param_groups:
         members = set(group["params"])
-        params = list(group["params"]) + [new for new, source in sources.items() if source in members]
+        params = [p for p in group["params"] if p not in replaced]
+        params += [new for new, source in sources.items() if source in members]
         params.sort(key=lambda p: order.get(p, len(order)))
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
     rebuilt = type(optimizer)(groups, **_constructor_defaults(optimizer))
     if not reset_state:
         for group in optimizer.param_groups:
             for param in group["params"]:
-                if param in optimizer.state:
+                if param in optimizer.state and param not in replaced:
                     rebuilt.state[param] = optimizer.state[param]
+        handed_over = set()
         for new, source in sources.items():
-            if source in optimizer.state:
+            if source not in optimizer.state:
+                continue
+            if source in replaced and source not in handed_over:
+                handed_over.add(source)  # the old optimizer is dropped: its state moves instead of being copied
+                rebuilt.state[new] = optimizer.state[source]
+            else:
                 rebuilt.state[new] = copy.deepcopy(optimizer.state[source])
     return rebuilt
 
@@ -287,7 +298,11 @@ class GrowthScheduler:
         # the torch optimizer under accelerate's AcceleratedOptimizer
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
 
-        sources = grow(model, self.strategy)
+        if is_sharded(model):  # with FSDP2, by hand or by accelerate's FSDP plugin: unshard, grow, shard again
+            from .sharding import grow_sharded  # imported only where FSDP2 exists (torch >= 2.6 with distributed)
+            sources = grow_sharded(model, self.strategy)
+        else:
+            sources = grow(model, self.strategy)
         optimizer = rebuild_optimizer(
             optimizer, model, sources, reset_state=self.reset_optimizer_state or not carry_state
         )
@@ -301,6 +316,8 @@ class GrowthScheduler:
             # prepare the grown model anew. free_memory() forgets the old model and optimizer (else
             # save_state writes model_1/optimizer_1), and the prepared dataloaders are registered again
             # so their sampler states keep being checkpointed. The marker would make prepare() skip the model.
+            # Under accelerate's FSDP2 the model was re-sharded above; prepare() leaves an FSDPModule as it is and
+            # re-points the optimizer at its parameters by name (untested: accelerate does not shard on CPU).
             model.__dict__.pop("_is_accelerate_prepared", None)
             dataloaders = list(accelerator._dataloaders)
             step = accelerator.step

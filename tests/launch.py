@@ -22,3 +22,12 @@ def accelerate_launch(script_args: list[str], num_processes: int = 2, timeout: i
     ]
     env = dict(env or os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def torchrun(script_args: list[str], num_processes: int = 2, timeout: int = 600, env=None):
+    """``torchrun --standalone --nproc-per-node N`` (it picks a free port): the launcher for torch's own APIs,
+    such as FSDP2's ``fully_shard``, which accelerate does not shard with on CPU."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(num_processes),
+               *script_args]
+    env = dict(env or os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 
-from growres import GrowresError, GrowthPlan, GrowthScheduler, cyclic_cosine_lr, theoretical_time_saved
+from growres import (
+    GrowresError,
+    GrowthPlan,
+    GrowthScheduler,
+    cyclic_cosine_lr,
+    rebuild_optimizer,
+    theoretical_time_saved,
+)
 
 STEP_PLAN = GrowthPlan(cycles=(3, 6), total=9, unit="step")
 
@@ -222,3 +229,42 @@ def test_time_saved_from_flops():
     assert 0.40 < by_flops < 0.47
     assert model.layers == (2, 2, 2)  # the model itself is not grown
     assert theoretical_time_saved(GrowthPlan(grow=False), model) == 0.0
+
+
+def test_rebuild_optimizer_moves_the_state_of_replaced_parameters():
+    """Re-sharding (growres.sharding) makes a new object of every parameter: each takes the group and the state of
+    the one it replaces, a copy takes a copy, the replaced ones leave, and parameters outside the model stay."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    outside = torch.nn.Parameter(torch.ones(2))  # optimized, but not part of the model
+    optimizer = torch.optim.SGD([
+        {"params": [model[0].weight, outside], "weight_decay": 0.1},
+        {"params": [model[0].bias, *model[1].parameters()], "weight_decay": 0.0},
+    ], lr=0.1, momentum=0.9)
+    (model(torch.randn(4, 3)).square().sum() + outside.sum()).backward()
+    optimizer.step()
+    old = dict(model.named_parameters())
+
+    model.append(copy.deepcopy(model[0]))  # a copied block, as growth makes
+    sources = {param: old[f"0.{name}"] for name, param in model[2].named_parameters()}
+    for name, param in old.items():  # every old parameter re-made, as re-sharding does
+        module, attr = model.get_submodule(name.split(".")[0]), name.split(".")[1]
+        setattr(module, attr, torch.nn.Parameter(param.detach().clone()))
+        sources[getattr(module, attr)] = param
+    rebuilt = rebuild_optimizer(optimizer, model, sources)
+
+    new = dict(model.named_parameters())
+    assert [[id(p) for p in g["params"]] for g in rebuilt.param_groups] == [
+        [id(new["0.weight"]), id(new["2.weight"]), id(outside)],
+        [id(new[n]) for n in ("0.bias", "1.weight", "1.bias", "2.bias")],
+    ]
+    assert [g["weight_decay"] for g in rebuilt.param_groups] == [0.1, 0.0]
+    assert set(map(id, rebuilt.state)) == {id(p) for p in (*new.values(), outside)}
+    for param in new.values():
+        assert rebuilt.state[param]["momentum_buffer"].equal(optimizer.state[sources[param]]["momentum_buffer"])
+    buffers = [id(rebuilt.state[p]["momentum_buffer"]) for p in new.values()]
+    assert len(set(buffers)) == len(buffers)  # no two parameters share a state
+    # the old optimizer is dropped, so each replaced parameter's state moves on once instead of being copied
+    old_states = {id(optimizer.state[p]) for p in old.values()}
+    assert {id(rebuilt.state[p]) for p in new.values()} & old_states == old_states
+    assert rebuilt.state[outside] is optimizer.state[outside]

@@ -1,0 +1,262 @@
+"""Launched by tests/test_fsdp.py under ``torchrun --nproc-per-node 2`` (gloo, CPU): grow models sharded with FSDP2.
+
+Each model, sharded per block and at the root with ``fully_shard``, is grown twice by GrowthScheduler in a live run,
+each rank training on its own data. Right after each growth every rank checks what only a correct re-sharding gives:
+the gathered parameters equal those of the same weights grown unsharded (bit for bit) and are identical across ranks,
+every block and the root are sharded again, the optimizer holds exactly the model's parameters, each in its source's
+group with its source's (sharded) momentum, and the loss on a fixed batch is the unsharded grown model's. The step
+after, it checks that every new parameter received a gradient and moved. At the grown depth it saves a
+torch.distributed.checkpoint, resumes it into a fresh model grown to that depth by the growth state, and checks that
+the next step is the uninterrupted run's. Rank 0 writes the report.
+"""
+import gc
+import json
+import sys
+import weakref
+
+import timm
+import timm.optim
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, Shard
+
+import growres  # noqa: F401  (registers the growres models)
+from growres import GrowresError, GrowthPlan, GrowthScheduler, get_adapter, grow
+from growres.growth import is_sharded
+from growres.sharding import grow_sharded, sharding_policies
+
+PLAN = GrowthPlan(cycles=(3, 6), total=10, unit="step")
+SAVE_AT = 9  # steps before the checkpoint; the 10th step is compared with the resumed run's
+# the blocks' fully_shard settings, which every block (old and new) must keep; the root takes the defaults
+def shard_channels_in(param: torch.nn.Parameter) -> Shard | None:
+    return Shard(1) if param.ndim > 1 else None  # conv weights by input channel, the rest by the default dim 0
+
+
+BLOCK_SHARDING = {
+    "vit": dict(reshard_after_forward=False),
+    "growres": dict(mp_policy=MixedPrecisionPolicy(reduce_dtype=torch.float32), shard_placement_fn=shard_channels_in),
+}
+MODELS = {  # a ViT (one stage, no explicit h) and a growres ResNet (transition blocks, explicit h, BatchNorm)
+    "vit": dict(model_name="vit_tiny_patch16_224", depth=2, img_size=32, patch_size=8, embed_dim=64, num_heads=2),
+    "growres": dict(model_name="growres_resnet50i"),  # 2-2-2, plans 8-8-8
+}
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(**MODELS[name], num_classes=10)
+
+
+def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [block for stage in get_adapter(model).stages(model) for block in stage]
+
+
+def shard(name: str, mesh) -> GrowthScheduler:
+    model = build(name)
+    for block in blocks(model):
+        fully_shard(block, mesh=mesh, **BLOCK_SHARDING[name])
+    fully_shard(model, mesh=mesh)
+    optimizer = timm.optim.create_optimizer_v2(model, "momentum", lr=0.05, momentum=0.9, weight_decay=1e-4)
+    return GrowthScheduler(model, optimizer, PLAN, lr_max=0.05)
+
+
+def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+
+
+@torch.no_grad()  # a gathered tensor with a graph would keep its parameter alive
+def gathered(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.full_tensor() for name, p in model.named_parameters()}
+
+
+def policies_by_name(model: torch.nn.Module) -> dict:
+    name_of = {module: name for name, module in model.named_modules()}
+    return {name_of[module]: policy for module, policy in sharding_policies(model).items()}
+
+
+def optimizer_view(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, tuple[int, torch.Tensor]]:
+    """Each parameter's (param group, gathered momentum), by name."""
+    group_of = {p: idx for idx, group in enumerate(optimizer.param_groups) for p in group["params"]}
+    return {name: (group_of[p], optimizer.state[p]["momentum_buffer"].full_tensor().detach())
+            for name, p in model.named_parameters()}
+
+
+def same_on_all_ranks(tensors: dict[str, torch.Tensor]) -> bool:
+    flat = torch.cat([t.flatten() for t in tensors.values()])
+    copies = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(copies, flat)
+    return all(torch.equal(c, flat) for c in copies)
+
+
+def loss_on(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+    model.eval()  # BatchNorm from the running statistics, which the probe then leaves as they were
+    with torch.no_grad():
+        loss = F.cross_entropy(model(data[0]), data[1]).item()
+    model.train()
+    for module in model.modules():  # modules that do not reshard after forward stay unsharded without a backward
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    return loss
+
+
+def train_step(scheduler: GrowthScheduler, data, inspect_grads=None, inspect_update=None):
+    """One step; the callbacks see the model between backward and the update, and between the update and
+    ``scheduler.step()`` (which grows at a cycle start)."""
+    loss = F.cross_entropy(scheduler.model(data[0]), data[1])
+    scheduler.optimizer.zero_grad()
+    loss.backward()
+    if inspect_grads is not None:
+        inspect_grads(scheduler.model)
+    scheduler.optimizer.step()
+    if inspect_update is not None:
+        inspect_update(scheduler.model)
+    return loss.item(), scheduler.step()
+
+
+def first_block_name(model: torch.nn.Module) -> str:
+    return next(n for n, m in model.named_modules() if m is blocks(model)[0])
+
+
+def check_growth(name: str, scheduler: GrowthScheduler, before: dict, growths: int, probe) -> dict:
+    """Compare the sharded model right after its growth number ``growths`` with the same weights grown unsharded."""
+    model = scheduler.model
+    reference = build(name)
+    for _ in range(growths - 1):
+        grow(reference)
+    reference.load_state_dict(before["weights"])
+    name_before = {p: n for n, p in reference.named_parameters()}
+    sources = grow(reference)
+    continues = {n: name_before[sources.get(p, p)] for n, p in reference.named_parameters()}
+    after = gathered(model)
+    view = optimizer_view(model, scheduler.optimizer)
+    policies, block_policy = policies_by_name(model), before["policies"][first_block_name(reference)]
+    return {
+        "layers": list(scheduler.layers),
+        "equals_unsharded_growth": after.keys() == continues.keys() and all(
+            torch.equal(after[n], p) for n, p in reference.named_parameters()),
+        "same_on_all_ranks": same_on_all_ranks(after),
+        "all_sharded": all(isinstance(p, DTensor) for p in model.parameters())
+        and all(isinstance(m, FSDPModule) for m in (model, *blocks(model))),
+        "same_policy": policies.keys() == {"", *(n for n, m in reference.named_modules() if m in blocks(reference))}
+        and policies[""] == before["policies"][""] and all(policies[n] == block_policy for n in policies if n),
+        "optimizer_holds_model": sorted(map(id, model.parameters())) == sorted(
+            id(p) for group in scheduler.optimizer.param_groups for p in group["params"]),
+        "groups_kept": all(view[n][0] == before["optimizer"][src][0] for n, src in continues.items()),
+        "momentum_transplanted": all(torch.equal(view[n][1], before["optimizer"][src][1])
+                                     for n, src in continues.items()),
+        "loss_equals_unsharded": loss_on(model, probe) == loss_on(reference, probe),
+        "old_shards_freed": gc.collect() >= 0 and all(ref() is None for ref in before["old_params"]),
+        "new_params": sorted(n for n, p in reference.named_parameters() if p in sources),
+    }
+
+
+def read_back(policy, block: torch.nn.Module, settings: dict) -> bool:
+    """Whether ``policy`` holds the ``fully_shard`` settings the block was sharded with."""
+    placement_fn = settings.get("shard_placement_fn", lambda param: None)
+    placements = {name: placement_fn(param) or Shard(0) for name, param in block.named_parameters()}
+    return policy.placements == placements and all(
+        getattr(policy, key) == value for key, value in settings.items() if key != "shard_placement_fn")
+
+
+def run(name: str, mesh, checkpoint_dir: str) -> dict:
+    rank = dist.get_rank()
+    probe = batch(seed=1000)
+    scheduler = shard(name, mesh)
+
+    settings = BLOCK_SHARDING[name]
+    report = {"growths": [], "losses": [], "policy_read_back": all(  # what the re-sharding will apply again
+        read_back(policy, scheduler.model.get_submodule(block_name), settings)
+        for block_name, policy in policies_by_name(scheduler.model).items() if block_name)}
+    seen = {}  # what the callbacks of the latest step saw
+
+    def record_grads(model):
+        seen["grads"] = {n: p.grad.detach().full_tensor() if p.grad is not None else None
+                         for n, p in model.named_parameters()}
+
+    def record_update(model):
+        seen["weights"] = {**gathered(model), **{n: b.clone() for n, b in model.named_buffers()}}
+        seen["optimizer"] = optimizer_view(model, scheduler.optimizer)
+        seen["policies"] = policies_by_name(model)
+        seen["old_params"] = [weakref.ref(p) for p in model.parameters()]
+        if scheduler.step_ends_cycle:  # evaluate before growing, as a loop does at a cycle's end: the forward
+            model.eval()  # leaves the parameters of the root and the ViT's blocks unsharded
+            with torch.no_grad():
+                model(probe[0])
+            model.train()
+
+    growth, at_growth = None, None
+    for step in range(SAVE_AT):
+        loss, record = train_step(scheduler, batch(seed=100 * step + rank), record_grads, record_update)
+        report["losses"].append(loss)
+        if growth is not None:  # the step after a growth: every new parameter got a gradient and moved
+            grads, moved = seen["grads"], gathered(scheduler.model)
+            growth["new_params_got_gradients"] = all(
+                grads[n] is not None and bool(grads[n].ne(0).any()) for n in growth["new_params"])
+            growth["new_params_moved"] = all(not torch.equal(moved[n], at_growth[n]) for n in growth["new_params"])
+            growth = None
+        if record is not None:
+            growth = check_growth(name, scheduler, seen, growths=len(report["growths"]) + 1, probe=probe)
+            growth["step"], growth["seconds"] = record.step, record.seconds
+            at_growth = gathered(scheduler.model)
+            report["growths"].append(growth)
+
+    # checkpoint at the grown depth: weights and sharded optimizer state through DCP, the growth state beside them
+    model_state, optim_state = get_state_dict(scheduler.model, scheduler.optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=checkpoint_dir)
+    growth_state = scheduler.state_dict()
+    next_data = batch(seed=12345 + rank)
+    next_loss, _ = train_step(scheduler, next_data)
+    after_next = gathered(scheduler.model)
+
+    resumed = shard(name, mesh)
+    resumed.load_state_dict(growth_state)  # grows to the checkpoint's depth first, then the weights load
+    model_state, optim_state = get_state_dict(resumed.model, resumed.optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=checkpoint_dir)
+    set_state_dict(resumed.model, resumed.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    resumed_loss, _ = train_step(resumed, next_data)
+    report["resume"] = {
+        "layers": list(resumed.layers),
+        "next_loss_equal": resumed_loss == next_loss,
+        "next_params_equal": all(torch.equal(v, after_next[k]) for k, v in gathered(resumed.model).items()),
+    }
+    return report
+
+
+def refusals(mesh) -> dict[str, bool]:
+    """What sharded growth refuses, refused before the model changes (it stays sharded at its depth)."""
+    model = build("vit")
+    for block in blocks(model):
+        fully_shard(block, mesh=mesh)
+    # a parameter FSDP does not manage would be sharded by sharding the root again
+    fully_shard(model, mesh=mesh, ignored_params={model.pos_embed})
+    refused = {}
+    for case, strategy, message in (("unmanaged", "copy", "pos_embed"), ("strategy", "bogus", "bogus")):
+        try:
+            grow_sharded(model, strategy)
+            refused[case] = False
+        except GrowresError as error:
+            refused[case] = message in str(error) and len(model.blocks) == 2 and is_sharded(model)
+    return refused
+
+
+def main(report_path: str, checkpoint_dir: str, *names: str) -> None:
+    dist.init_process_group("gloo")
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    report = {"world_size": dist.get_world_size(), "refused": refusals(mesh)}
+    report.update({name: run(name, mesh, f"{checkpoint_dir}/{name}") for name in names})
+    if dist.get_rank() == 0:
+        with open(report_path, "w") as f:
+            json.dump(report, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
