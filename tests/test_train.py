@@ -129,6 +129,54 @@ def test_config_file_with_flags_winning(growres_env, tmp_path):
     assert "test accuracy" in result.stdout and str(tmp_path / "run") in result.stdout
 
 
+# Other timm families at the data's size (32x32 Fashion-MNIST): a ViT built for it through img_size, kept tiny
+# with --model-kwargs, and a torchvision-style ResNet.
+TIMM_MODELS = [
+    ("vit_tiny_patch16_224", ["--model-kwargs", "patch_size=8", "embed_dim=32", "depth=2", "num_heads=2"], [2],
+     [4], ("depth", 4)),
+    pytest.param("resnet18", [], [2, 2, 2, 2], [4, 4, 4, 4], ("layers", [4, 4, 4, 4]), marks=pytest.mark.slow),
+]
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("model, extra_args, first, grown, grown_arg", TIMM_MODELS)
+def test_timm_models_train_at_the_data_size(growres_env, tmp_path, model, extra_args, first, grown, grown_arg):
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--model", model, *extra_args, "--epochs", "2", "--cycles", "1",
+                         "--max-train-samples", "200", "--max-eval-samples", "100", "--batch-size", "50",
+                         "--lr-max", "0.05", "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(run_dir)
+    assert [r["layers"] for r in run.metrics()] == [first, grown]
+    config = json.loads((run.final_dir / "config.json").read_text())
+    assert config["model_args"][grown_arg[0]] == grown_arg[1] and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    reloaded = timm.create_model(f"local-dir:{run.final_dir}", pretrained=True).eval()
+    assert reloaded(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+@needs_fashion_mnist
+def test_img_size_and_model_kwargs_from_a_config_file(growres_env, tmp_path):
+    """--img-size resizes the data and builds the ViT for it; --model-kwargs reach timm from YAML and come back."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "vit_tiny_patch16_224", "img_size": 48, "epochs": 1, "max_train_samples": 100,
+        "max_eval_samples": 50, "batch_size": 50, "lr_max": 0.05,
+        "model_kwargs": {"patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0},
+    }))
+    result = run_growres("train", "--config", str(config), "--no-grow", "--output-dir", str(tmp_path / "run"),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(tmp_path / "run")
+    assert run.config()["model_kwargs"] == yaml.safe_load(config.read_text())["model_kwargs"]
+    exported = json.loads((run.final_dir / "config.json").read_text())
+    assert exported["pretrained_cfg"]["input_size"] == [3, 48, 48]
+    assert exported["model_args"]["img_size"] in (48, [48, 48]) and exported["model_args"]["mlp_ratio"] == 2.0
+    reloaded = timm.create_model(f"local-dir:{run.final_dir}", pretrained=True)
+    assert reloaded.patch_embed.grid_size == (3, 3)  # 48 / 16: the model saw the resized images
+    # flags win over the file: other kwargs make another run, which a checkpoint of this one would refuse
+    assert run.summary()["num_params"] == sum(p.numel() for p in reloaded.parameters())
+
+
 def _image_dataset(tmp_path: Path, columns: tuple[str, str], size: int, n: int = 40, extra=None) -> Path:
     """A tiny dataset with the schema of a Hub dataset (CIFAR: img/label; STL-10: image/label; CIFAR-100: ...)."""
     image_col, label_col = columns
@@ -188,6 +236,11 @@ BAD_COMMANDS = [
     (["--smoothing", "1.5"], "--smoothing"),
     (["--model", "growres_resnet50i", "--cycles", "1"], "exactly 2"),
     (["--resume", "/nonexistent/checkpoint"], "not a growres checkpoint"),
+    (["--model", "convnext_atto", "--img-size", "16"], "convnext_atto cannot take 16x16 images (its total stride"),
+    (["--model", "resnet18", "--model-kwargs", "patch_size"], "KEY=VALUE"),
+    (["--model", "resnet18", "--model-kwargs", "num_classes=3"], "set by growres"),
+    (["--model", "resnet18", "--model-kwargs", "patch_size=4"], "Cannot build resnet18"),
+    (["--img-size", "0"], "positive integer"),
 ]
 
 
