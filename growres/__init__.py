@@ -1,14 +1,14 @@
 """growres: multi-level residual networks (Chang et al., ICLR 2018), grown during training.
 
 ``import growres`` registers the paper's ResNets and Wide ResNets in timm (``growres_*``) and the growth
-adapters for growres, timm ResNet and timm VisionTransformer models.
+adapters for growres, timm ResNet, ResNetV2, ConvNeXt and VisionTransformer models (``growres list --families``).
 """
 
 __version__ = "0.1.0"
 
 from . import multilevel_resnet  # noqa: F401  (registers the growres_* models in timm)
 from .errors import GrowresError
-from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, stage_layers
+from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, registered_adapters, stage_layers
 from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer
 from .time_saved import forward_flops, theoretical_time_saved
 
@@ -27,6 +27,7 @@ __all__ = [
     "push_to_hub",
     "rebuild_optimizer",
     "register_adapter",
+    "registered_adapters",
     "stage_layers",
     "theoretical_time_saved",
 ]

@@ -250,3 +250,28 @@ def test_register_adapter_makes_any_stage_of_blocks_model_growable():
     assert len(model.blocks) == 4
     torch.testing.assert_close(model(x), before, atol=1e-6, rtol=1e-6)
     assert growres.get_adapter(model).name == "toy"
+
+
+FAMILIES = ("growres", "timm-resnet", "timm-vit", "timm-convnext", "timm-resnetv2")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_example_is_grown_by_its_own_adapter(family):
+    adapter = next(a for a in growres.registered_adapters() if a.name == family)
+    assert adapter.description and adapter.examples
+    for name in adapter.examples:
+        assert growres.get_adapter(timm.create_model(name, pretrained=False)).name == family, name
+
+
+def test_growres_list_families_reads_the_registry(monkeypatch, capsys):
+    from growres import growth
+    from growres.cli import main
+    monkeypatch.setattr(growth, "_ADAPTERS", list(growth._ADAPTERS))  # the toy family below is this test's only
+    register_adapter(GrowthAdapter(name="toy", matches=lambda model: False, stages=lambda model: [],
+                                   is_transition=lambda block: False, scale_branch=lambda block, factor: None,
+                                   refresh=lambda model: None, description="a toy family", examples=("toy_1",)))
+    assert main(["list", "--families"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert {*FAMILIES, "toy"} <= set(rows)  # and any family registered elsewhere
+    assert "toy_1" in rows["toy"] and "a toy family" in rows["toy"]
+    assert "convnext_atto" in rows["timm-convnext"] and "resnetv2_50" in rows["timm-resnetv2"]
