@@ -275,3 +275,21 @@ def test_growres_list_families_reads_the_registry(monkeypatch, capsys):
     assert {*FAMILIES, "toy"} <= set(rows)  # and any family registered elsewhere
     assert "toy_1" in rows["toy"] and "a toy family" in rows["toy"]
     assert "convnext_atto" in rows["timm-convnext"] and "resnetv2_50" in rows["timm-resnetv2"]
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "resnetv2_50", "resnetv2_18"])
+def test_shortcut_is_what_a_block_computes_without_its_branch(name):
+    """The analyses' identity path, transitions (ResNetV2's projection of the pre-activated input) included."""
+    model = randomize_norms(timm.create_model(name, num_classes=10)).eval()
+    adapter = growres.get_adapter(model)
+    blocks = [b for stage in adapter.stages(model) for b in stage]
+    inputs = {}
+    hooks = [b.register_forward_pre_hook(lambda block, args: inputs.setdefault(block, args[0])) for b in blocks]
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+        for hook in hooks:
+            hook.remove()
+        for block in blocks:
+            adapter.scale_branch(block, 0.0)
+            torch.testing.assert_close(block(inputs[block]), adapter.shortcut(block, inputs[block]), atol=0, rtol=0)
+    assert any(adapter.is_transition(b) for b in blocks) == name.startswith("resnetv2")
