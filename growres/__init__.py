@@ -1,8 +1,9 @@
 """growres: multi-level residual networks (Chang et al., ICLR 2018), grown during training.
 
 ``import growres`` registers the paper's ResNets and Wide ResNets in timm (``growres_*``) and the growth
-adapters for growres, timm ResNet and timm VisionTransformer models and for stock Hugging Face ``transformers``
-models (GPT-2, Llama/Mistral/Qwen2/Qwen3, BERT/RoBERTa, ViT; install ``growres[transformers]``).
+adapters for growres, timm ResNet, ResNetV2, ConvNeXt and VisionTransformer models, and for stock Hugging Face
+``transformers`` models (GPT-2, Llama/Mistral/Qwen2/Qwen3, BERT/RoBERTa, ViT; install ``growres[transformers]``);
+``growres list --families`` lists them.
 """
 
 __version__ = "0.1.0"
@@ -11,7 +12,7 @@ __version__ = "0.1.0"
 from . import multilevel_resnet, transformers_adapters  # noqa: F401
 from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
-from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, stage_layers
+from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, registered_adapters, stage_layers
 from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer
 from .time_saved import forward_flops, theoretical_time_saved
 
@@ -32,6 +33,7 @@ __all__ = [
     "push_to_hub",
     "rebuild_optimizer",
     "register_adapter",
+    "registered_adapters",
     "stage_layers",
     "theoretical_time_saved",
 ]

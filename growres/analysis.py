@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 import timm
 import torch
 import torch.nn as nn
-from timm.models import get_pretrained_cfg_value
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
@@ -49,7 +48,7 @@ from .data import ImageData, load_image_data
 from .errors import GrowresError
 from .growth import GrowthAdapter, get_adapter, stage_layers, uncompiled
 from .runs import TMP_PREFIX, RunFolder, write_text_atomic
-from .train import TrainConfig
+from .train import TrainConfig, create_model_for_data
 
 __all__ = [
     "BlockNorm", "GammaFit", "Lesion", "LesionStudy", "StepPoint", "gamma", "gamma_fit", "lesion_study",
@@ -498,19 +497,9 @@ def _data_settings(args: argparse.Namespace, sources: list[_Source]) -> dict[str
     }
 
 
-def _random_model(name: str, data: ImageData) -> nn.Module:
-    kwargs = dict(num_classes=data.num_classes, in_chans=data.test_images.shape[1])
-    if get_pretrained_cfg_value(name, "fixed_input_size"):  # a ViT is built for one image size
-        kwargs["img_size"] = data.test_images.shape[2]
-    try:
-        return timm.create_model(name, **kwargs)
-    except TypeError as err:  # an argument this model does not take
-        raise GrowresError(f"Cannot build {name} with {kwargs}: {err}") from None
-
-
 def _load_subject(source: _Source, label: str, data: ImageData) -> _Subject:
     if source.uri is None:
-        model, stats = _random_model(source.text, data), (data.mean, data.std)
+        model, stats = create_model_for_data(source.text, data), (data.mean, data.std)
     else:
         try:
             model = timm.create_model(source.uri, pretrained=True)
@@ -518,6 +507,10 @@ def _load_subject(source: _Source, label: str, data: ImageData) -> _Subject:
             raise GrowresError(f"Cannot load {source.text}: {' '.join(str(err).split())}") from None
         # an exported model records the statistics it was trained with (a growres run: its data's)
         stats = (model.pretrained_cfg.get("mean", data.mean), model.pretrained_cfg.get("std", data.std))
+        # and the input size (a run with --img-size: its data resized), which the test images are resized to
+        size = model.pretrained_cfg.get("input_size")
+        if size and tuple(size[1:]) != tuple(data.test_images.shape[2:]):
+            data = dataclasses.replace(data, image_size=size[-1])
     _adapter(model)
     classes = getattr(model, "num_classes", data.num_classes)
     if classes != data.num_classes:

@@ -6,17 +6,27 @@ import timm
 
 from . import __version__
 from .errors import GrowresError
+from .growth import registered_adapters
 
 __all__ = ["main"]
 
 
 def list_command_parser(subparsers) -> None:
-    parser = subparsers.add_parser("list", help="List the registered growres models.")
+    parser = subparsers.add_parser("list", help="List the registered growres models (or, with --families, every "
+                                                "model family growth knows).")
     parser.add_argument("--num-classes", type=int, default=10, help="Classes for the parameter count (default 10).")
+    parser.add_argument("--families", action="store_true",
+                        help="List the model families growth knows (its registered adapters), with example models.")
     parser.set_defaults(func=list_command)
 
 
 def list_command(args: argparse.Namespace) -> None:
+    if args.families:
+        _print_table([("family", "example models", "what")] + [
+            (adapter.name, ", ".join(adapter.examples) or "-", adapter.description or "-")
+            for adapter in registered_adapters()
+        ])
+        return
     rows = [("model", "blocks", "h", "growth plan", "params")]
     for name in timm.list_models("growres_*"):
         model = timm.create_model(name, num_classes=args.num_classes)
@@ -26,6 +36,10 @@ def list_command(args: argparse.Namespace) -> None:
         )
         params = sum(p.numel() for p in model.parameters())
         rows.append((name, "-".join(map(str, model.layers)), f"{model.step_size:g}", growth, f"{params:,}"))
+    _print_table(rows)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

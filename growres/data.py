@@ -112,13 +112,31 @@ class ImageData:
     mean: tuple[float, ...]  # per channel, [0, 1] pixel units
     std: tuple[float, ...]
     pad: int  # zero padding of the random crop; a plain field so callers can change it for their own data
+    # Side of the square images the model sees; None: the stored size. Resizing happens per batch on the device
+    # (after the crop, at the stored size, so Appendix A's padding keeps its meaning), never to the stored set,
+    # which would grow with the square of the size.
+    image_size: int | None = None
     _stats_on: dict = field(default_factory=dict, init=False, repr=False)  # device -> (mean, std) tensors
 
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """C x H x W of the images :meth:`normalize` and :meth:`augment` return."""
+        channels, height, width = self.train_images.shape[1:]
+        return (channels, height, width) if self.image_size is None else (channels, self.image_size, self.image_size)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Standardise uint8 images (N x C x H x W or C x H x W) to float32 with the per-channel mean and std."""
+        """Standardise uint8 images (N x C x H x W or C x H x W) to float32 with the per-channel mean and std,
+        resized to ``image_size`` when it is set."""
         _check_uint8(images, "normalize")
         mean, std = self._channel_stats(images.device)
-        return images.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+        floats = images.to(torch.float32).div_(255.0).sub_(mean).div_(std)
+        if self.image_size is None or tuple(images.shape[-2:]) == (self.image_size, self.image_size):
+            return floats
+        # bilinear weights sum to one, so resizing after standardising equals standardising the resized pixels
+        batch = floats if floats.dim() == 4 else floats[None]
+        resized = F.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
+                                align_corners=False, antialias=True)
+        return resized if floats.dim() == 4 else resized[0]
 
     def _channel_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """mean and std as C x 1 x 1 tensors on ``device``, made once: a copy to a GPU every batch would wait
@@ -179,6 +197,7 @@ def load_image_data(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     cache_dir: str | Path | None = None,
+    image_size: int | None = None,
 ) -> ImageData:
     """Load a train/test image-classification dataset as uint8 tensors.
 
@@ -192,13 +211,16 @@ def load_image_data(
         max_train_samples, max_eval_samples: keep only the first N examples, selected before decoding.
         cache_dir: where growres keeps converted data (default ``$GROWRES_CACHE`` or ``~/.cache/growres``);
             when given, ``datasets`` also caches Hub and parquet reads under it.
+        image_size: the side N of the N x N images the model sees; images of another size are resized per batch
+            by :meth:`ImageData.normalize` (None: as stored).
     """
     spec = _find_spec(dataset)
     if spec is None and dataset_id is None:
         raise GrowresError(
             "No dataset given: pass a dataset name (one of " + _known() + ") or dataset_id=ORG/NAME or a local path."
         )
-    for arg, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
+    for arg, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples),
+                       ("image_size", image_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise GrowresError(f"{arg} must be a positive integer or None, got {value!r}.")
 
@@ -249,6 +271,7 @@ def load_image_data(
         mean=tuple(mean),
         std=tuple(std),
         pad=spec.pad if spec is not None else DatasetSpec.pad,
+        image_size=image_size,
     )
 
 

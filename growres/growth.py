@@ -35,8 +35,8 @@ except ImportError:  # older torch, or a build without torch.distributed: nothin
         """Stand-in of which no module is an instance."""
 
 __all__ = [
-    "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "get_adapter", "stage_layers",
-    "uncompiled", "module_class", "is_sharded",
+    "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "registered_adapters", "get_adapter",
+    "stage_layers", "uncompiled", "module_class", "is_sharded",
 ]
 
 STRATEGIES = ("copy", "identity")
@@ -58,6 +58,8 @@ class GrowthAdapter:
     # the block's identity path for input x (what the block outputs with its residual branch removed);
     # None: analyses that need it (growres.analysis) refuse the family
     shortcut: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    description: str = ""  # one line for `growres list --families`: what the family is
+    examples: tuple[str, ...] = ()  # model names of the family, e.g. timm names
 
 
 _ADAPTERS: list[GrowthAdapter] = []
@@ -69,6 +71,11 @@ def register_adapter(adapter: GrowthAdapter) -> GrowthAdapter:
         raise GrowresError(f"register_adapter takes a growres.GrowthAdapter, got {type(adapter).__name__}.")
     _ADAPTERS.insert(0, adapter)
     return adapter
+
+
+def registered_adapters() -> tuple[GrowthAdapter, ...]:
+    """Every registered adapter, in the order of registration."""
+    return tuple(reversed(_ADAPTERS))
 
 
 def get_adapter(model: nn.Module) -> GrowthAdapter:
@@ -221,6 +228,8 @@ register_adapter(GrowthAdapter(
     step_size=lambda model: model.step_size,
     planned_interpolations=lambda model: model.interpolations,
     shortcut=lambda block, x: block.shortcut(x),
+    description="the paper's pre-activation ResNets and Wide ResNets, with an explicit step size h",
+    examples=("growres_resnet50i", "growres_wrn50i", "growres_resnet122"),
 ))
 
 
@@ -265,6 +274,8 @@ register_adapter(GrowthAdapter(
     scale_branch=_timm_resnet_scale_branch,
     refresh=_timm_resnet_refresh,
     shortcut=lambda block, x: block.downsample(x) if block.downsample is not None else x,
+    description="timm ResNets of BasicBlock/Bottleneck blocks without squeeze-excitation",
+    examples=("resnet18", "resnet50", "resnet50d", "wide_resnet50_2"),
 ))
 
 
@@ -307,4 +318,98 @@ register_adapter(GrowthAdapter(
     scale_branch=_vit_scale_branch,
     refresh=_vit_refresh,
     shortcut=lambda block, x: x,
+    description="timm VisionTransformers (pre-norm blocks, with or without layer-scale): one stage",
+    examples=("vit_tiny_patch16_224", "vit_small_patch16_224", "deit_tiny_patch16_224"),
+))
+
+
+# -- timm ConvNeXt -----------------------------------------------------------------------------------
+
+
+def _set_drop_path(model: nn.Module, blocks: list[nn.Module]) -> None:
+    """timm's stochastic depth over the new depth, for blocks with one ``drop_path`` (Identity when off)."""
+    for block, rate in zip(blocks, _drop_path_rates(model, len(blocks))):
+        block.drop_path = DropPath(rate) if rate > 0 else nn.Identity()
+
+
+def _is_timm_convnext(model: nn.Module) -> bool:
+    from timm.models.convnext import ConvNeXt, ConvNeXtBlock
+    return isinstance(model, ConvNeXt) and all(type(b) is ConvNeXtBlock for s in model.stages for b in s.blocks)
+
+
+def _convnext_scale_branch(block: nn.Module, factor: float) -> None:
+    """The layer-scale ``gamma`` multiplies the whole branch; without one (ls_init_value=None, ConvNeXt-V2)
+    the branch ends in the MLP's last linear (or 1x1 conv)."""
+    if block.gamma is not None:
+        block.gamma.mul_(factor)
+        return
+    block.mlp.fc2.weight.mul_(factor)
+    if block.mlp.fc2.bias is not None:
+        block.mlp.fc2.bias.mul_(factor)
+
+
+def _convnext_refresh(model: nn.Module) -> None:
+    # feature_info names stages, not blocks, so the depth does not change it
+    _set_drop_path(model, [b for stage in model.stages for b in stage.blocks])
+    update_model_args(model, depths=tuple(len(stage.blocks) for stage in model.stages))
+
+
+register_adapter(GrowthAdapter(
+    name="timm-convnext",
+    matches=_is_timm_convnext,
+    # a stage's downsampling (norm + strided conv) runs before its blocks, outside them: every block is a time step
+    stages=lambda model: [stage.blocks for stage in model.stages],
+    is_transition=lambda block: not isinstance(block.shortcut, nn.Identity),
+    scale_branch=_convnext_scale_branch,
+    refresh=_convnext_refresh,
+    shortcut=lambda block, x: block.shortcut(x),
+    description="timm ConvNeXt and ConvNeXt-V2 (layer-scale gamma, or the MLP's last linear without one)",
+    examples=("convnext_atto", "convnext_tiny", "convnextv2_atto"),
+))
+
+
+# -- timm ResNetV2 (pre-activation) ------------------------------------------------------------------
+
+
+def _preact_last_conv(block: nn.Module) -> nn.Module:
+    """The conv a pre-activation block's branch ends in (PreActBottleneck: conv3, PreActBasic: conv2)."""
+    return block.conv3 if hasattr(block, "conv3") else block.conv2
+
+
+def _is_timm_resnetv2(model: nn.Module) -> bool:
+    from timm.layers import Conv2dSame
+    from timm.models.resnetv2 import PreActBasic, PreActBottleneck, ResNetV2
+    if not isinstance(model, ResNetV2):
+        return False
+    blocks = [b for stage in model.stages for b in stage.blocks]
+    # a weight-standardised conv (BiT's StdConv2d) normalises its weight, so scaling it would not scale the branch
+    return all(type(b) in (PreActBasic, PreActBottleneck) and type(_preact_last_conv(b)) in (nn.Conv2d, Conv2dSame)
+               for b in blocks)
+
+
+def _resnetv2_scale_branch(block: nn.Module, factor: float) -> None:
+    conv = _preact_last_conv(block)
+    conv.weight.mul_(factor)
+    if conv.bias is not None:
+        conv.bias.mul_(factor)
+
+
+def _resnetv2_refresh(model: nn.Module) -> None:
+    # feature_info names stages, not blocks, so the depth does not change it
+    _set_drop_path(model, [b for stage in model.stages for b in stage.blocks])
+    update_model_args(model, layers=tuple(len(stage.blocks) for stage in model.stages))
+
+
+register_adapter(GrowthAdapter(
+    name="timm-resnetv2",
+    matches=_is_timm_resnetv2,
+    stages=lambda model: [stage.blocks for stage in model.stages],
+    # a stage's first block projects the pre-activated input (stride and/or channels): a transition
+    is_transition=lambda block: block.downsample is not None,
+    # pre-activation: the branch ends in a conv, as the paper's blocks, so scaling its weight scales G exactly
+    scale_branch=_resnetv2_scale_branch,
+    refresh=_resnetv2_refresh,
+    shortcut=lambda block, x: block.downsample(block.norm1(x)) if block.downsample is not None else x,
+    description="timm ResNetV2, pre-activation (PreActBottleneck/PreActBasic blocks, plain convs)",
+    examples=("resnetv2_50", "resnetv2_50d", "resnetv2_18"),
 ))

@@ -184,7 +184,7 @@ def _cycle_rows(run: RunFolder, summary: dict[str, Any], revisions: dict[int, st
 def _hyperparameters(config: dict[str, Any], dataset: _Dataset) -> list[tuple]:
     shown = dict(config, dataset_id=dataset.name if config.get("dataset_id") else None)
     return [(f"`{key}`", f"`{value}`") for key, value in shown.items()
-            if key not in LOCAL_SETTINGS and value is not None]
+            if key not in LOCAL_SETTINGS and value is not None and value != {}]  # {}: no --model-kwargs
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,11 @@ from typing import Any
 import timm
 import timm.optim
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+from timm.models import get_pretrained_cfg_value
+from timm.utils import ParseKwargs
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
@@ -33,7 +36,10 @@ from .runs import RunFolder, export_model, write_text_atomic
 from .scheduler import GrowthPlan, GrowthScheduler
 from .time_saved import theoretical_time_saved
 
-__all__ = ["TrainConfig", "training_function", "add_train_arguments", "config_from_args", "train_command_parser"]
+__all__ = [
+    "TrainConfig", "training_function", "create_model_for_data", "add_train_arguments", "config_from_args",
+    "train_command_parser",
+]
 
 
 def _arg(default: Any, help: str, **kwargs) -> Any:
@@ -45,6 +51,12 @@ class TrainConfig:
     """Everything a run needs. Defaults are the paper's recipe (Section 5.2); each field is a flag."""
     # what to train
     model: str = _arg("growres_resnet50i", "timm model name; growres_*i models grow by their own plan")
+    model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=dict(
+        help="more timm.create_model arguments, KEY=VALUE ... (values read as Python literals, as timm's train.py), "
+             "e.g. patch_size=4 embed_dim=96", parse="kwargs"))
+    img_size: int | None = _arg(None, "input size N: the data is resized to NxN (per batch, on the device), and "
+                                      "models built for one input size (ViTs) are built for it; default: the "
+                                      "data's size")
     dataset: str = _arg("fashion-mnist", f"known dataset: {', '.join(DATASETS)} (Fashion-MNIST works offline)")
     dataset_id: str | None = _arg(None, "any image-classification dataset: a Hub id ORG/NAME, or a local "
                                         "save_to_disk folder or parquet folder (overrides --dataset)")
@@ -91,6 +103,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.cycles is not None:
             self.cycles = tuple(self.cycles)
+        self.model_kwargs = _json_safe_model_kwargs(self.model_kwargs)
         self.validate()
 
     def validate(self) -> None:
@@ -99,7 +112,8 @@ class TrainConfig:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise GrowresError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
 
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_train_samples", "max_eval_samples"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_train_samples", "max_eval_samples",
+                     "img_size"):
             positive(name, getattr(self, name))
         if not timm.is_model(self.model):
             raise GrowresError(f"Unknown model {self.model!r}: see `growres list` or timm.list_models().")
@@ -146,6 +160,39 @@ def _parse_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 60,110; got {text!r}") from None
 
 
+class _ParseModelKwargs(ParseKwargs):
+    """timm train.py's KEY=VALUE parse, with one clear message for an item that is not KEY=VALUE."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        malformed = [value for value in values if value and "=" not in value]
+        if malformed:
+            parser.error(f"{option_string} takes KEY=VALUE items (e.g. patch_size=4), got {malformed[0]!r}")
+        super().__call__(parser, namespace, values, option_string)
+
+
+# set by growres from the data and its own flags; --model-kwargs must not contradict them
+_DATA_MODEL_ARGS = {"num_classes": "the data's classes", "in_chans": "the data's channels", "img_size": "--img-size",
+                    "drop_path_rate": "--drop-path-rate"}
+
+
+def _json_safe_model_kwargs(model_kwargs: Any) -> dict[str, Any]:
+    """The --model-kwargs checked, with tuples as lists: the run's config.yaml, its checkpoints' identity and the
+    exported config.json hold them, and must read back equal."""
+    if model_kwargs is None:  # an empty `model_kwargs:` in a YAML file
+        return {}
+    if not isinstance(model_kwargs, dict) or not all(isinstance(key, str) for key in model_kwargs):
+        raise GrowresError(f"model_kwargs must map argument names to values, got {model_kwargs!r}.")
+    for key in model_kwargs:
+        if key in _DATA_MODEL_ARGS:
+            raise GrowresError(f"--model-kwargs {key}=... is set by growres from {_DATA_MODEL_ARGS[key]}; "
+                               "drop it from --model-kwargs.")
+    try:
+        return json.loads(json.dumps(model_kwargs))
+    except (TypeError, ValueError) as err:
+        raise GrowresError(f"--model-kwargs values must be numbers, strings, booleans, None or lists of them: "
+                           f"{err}.") from None
+
+
 def _field_type(f: dataclasses.Field) -> type:
     """The non-None type of an ``X | None`` field."""
     hint = typing.get_type_hints(TrainConfig)[f.name]
@@ -164,6 +211,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
         elif f.metadata.get("parse") == "ints":
             parser.add_argument(flag, type=_parse_ints, default=None, help=f.metadata["help"])
+        elif f.metadata.get("parse") == "kwargs":
+            parser.add_argument(flag, nargs="*", action=_ParseModelKwargs, default=None, metavar="KEY=VALUE",
+                                help=f.metadata["help"])
         else:
             parser.add_argument(flag, type=kind, default=None, help=f"{f.metadata['help']} (default: {f.default})")
 
@@ -225,6 +275,53 @@ class EpochPermutationSampler(Sampler[int]):
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
+# -- the model ------------------------------------------------------------------------------------------
+
+
+def create_model_for_data(name: str, data: ImageData, model_kwargs: dict[str, Any] | None = None,
+                          drop_path_rate: float = 0.0) -> nn.Module:
+    """``timm.create_model`` for ``data``, as timm's train.py builds it: classes and channels from the data, the
+    data's input size for models built for one size (``img_size``: ViTs), then ``model_kwargs``.
+
+    A model that cannot take the data's size is refused here with one clear message, not deep inside training.
+    """
+    channels, height, width = data.input_size
+    kwargs: dict[str, Any] = dict(num_classes=data.num_classes, in_chans=channels)
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if get_pretrained_cfg_value(name, "fixed_input_size"):
+        kwargs["img_size"] = height if height == width else (height, width)
+    kwargs.update(model_kwargs or {})
+    try:
+        model = timm.create_model(name, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as err:  # an argument it does not take or refuses
+        raise GrowresError(f"Cannot build {name} with {kwargs}: {_one_line(err)}") from None
+    _check_input_size(model, name, data.input_size)
+    return model
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def _check_input_size(model: nn.Module, name: str, input_size: tuple[int, int, int]) -> None:
+    """One image through ``model`` (eval mode, no gradients): a size it cannot take fails now, with a way out."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    except (RuntimeError, AssertionError, ValueError) as err:
+        reductions = [info.get("reduction", 0) for info in getattr(model, "feature_info", []) if isinstance(info, dict)]
+        stride = f" (its total stride is {max(reductions)})" if reductions else ""
+        raise GrowresError(
+            f"{name} cannot take {input_size[1]}x{input_size[2]} images{stride}: {_one_line(err)}. Resize the data "
+            "with --img-size N, or build the model for this size with --model-kwargs."
+        ) from None
+    finally:
+        model.train(was_training)
+
+
 # -- the training function ------------------------------------------------------------------------------
 
 
@@ -251,7 +348,8 @@ def _find_checkpoint(config: TrainConfig) -> Path:
 
 def _identity(config: TrainConfig, data: ImageData) -> dict[str, Any]:
     """What must match for a checkpoint to continue this run."""
-    keys = ("model", "epochs", "cycles", "grow", "strategy", "seed", "batch_size", "grad_accum", "opt")
+    keys = ("model", "model_kwargs", "img_size", "epochs", "cycles", "grow", "strategy", "seed", "batch_size",
+            "grad_accum", "opt")
     values = config.to_dict()
     return {"config": {k: values[k] for k in keys}, "data": dataset_fingerprint(data)}
 
@@ -403,7 +501,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         data = load_image_data(
             config.dataset, dataset_id=config.dataset_id, image_column=config.image_column,
             label_column=config.label_column, max_train_samples=config.max_train_samples,
-            max_eval_samples=config.max_eval_samples, cache_dir=config.cache_dir,
+            max_eval_samples=config.max_eval_samples, cache_dir=config.cache_dir, image_size=config.img_size,
         )
     spec = DATASETS.get(config.dataset)
     if config.batch_size is None:
@@ -417,13 +515,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
     eval_loader = DataLoader(TensorDataset(data.test_images, data.test_labels), config.eval_batch_size)
 
     # 3. Model, optimizer (SGD, no weight decay on norms and biases), EMA
-    model_kwargs = dict(num_classes=data.num_classes, in_chans=data.train_images.shape[1])
-    if config.drop_path_rate:
-        model_kwargs["drop_path_rate"] = config.drop_path_rate
-    try:
-        model = timm.create_model(config.model, **model_kwargs)
-    except TypeError as err:  # an argument this model does not take, e.g. a stochastic depth rate
-        raise GrowresError(f"Cannot build {config.model} with {model_kwargs}: {err}") from None
+    model = create_model_for_data(config.model, data, config.model_kwargs, config.drop_path_rate)
     get_adapter(model)  # a clear error now for a model growth does not know
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -435,7 +527,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         raise GrowresError(f"Cannot create optimizer {config.opt!r}: {err}") from None
     plan = _resolve_plan(config, model)
     config.cycles, config.grow = plan.cycles, plan.grow
-    predicted_saving = theoretical_time_saved(plan, model, tuple(data.train_images.shape[1:]))
+    predicted_saving = theoretical_time_saved(plan, model, data.input_size)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     ema = None
     if config.model_ema:
@@ -473,7 +565,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         accelerator.init_trackers("growres", config=flat)
 
     # 6. Train: each epoch is a pass over a fresh permutation; growth happens inside scheduler.step()
-    data_config = dict(input_size=tuple(data.train_images.shape[1:]), mean=data.mean, std=data.std)
+    data_config = dict(input_size=data.input_size, mean=data.mean, std=data.std)
     for epoch in range(start_epoch, config.epochs):
         sampler.start_epoch(epoch)
         done = scheduler.step_count - epoch * steps_per_epoch  # optimizer steps already taken this epoch

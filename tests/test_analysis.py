@@ -40,6 +40,8 @@ FAMILIES = {
     "growres": lambda: timm.create_model("growres_resnet14", layers=(1, 2, 2), step_size=0.5),
     "timm-resnet": lambda: timm.create_model("resnet18", num_classes=10),
     "timm-vit": lambda: timm.create_model("vit_tiny_patch16_224", **VIT, depth=4),
+    "timm-convnext": lambda: timm.create_model("convnext_atto", num_classes=10),
+    "timm-resnetv2": lambda: timm.create_model("resnetv2_18", num_classes=10),
 }
 
 
@@ -286,6 +288,7 @@ ANALYSES = {
 @pytest.mark.parametrize("analysis, family", [
     *[(analysis, "growres") for analysis in ANALYSES],
     ("norms", "timm-resnet"), ("lesion", "timm-resnet"), ("norms", "timm-vit"), ("lesion", "timm-vit"),
+    ("norms", "timm-convnext"), ("lesion", "timm-resnetv2"),
 ])
 def test_the_model_given_is_not_changed(analysis, family):
     model = make_model(family).train()

@@ -1,5 +1,6 @@
 """Behaviour of growres.data: loading image datasets as uint8 tensors, Fashion-MNIST caching, augmentation."""
 
+import dataclasses
 import gzip
 import json
 import os
@@ -242,6 +243,24 @@ def test_augment_is_reproducible_from_generator_or_global_rng():
     assert torch.equal(d, data.augment(images))
 
 
+@pytest.mark.parametrize("image_size", [12, 4])  # up and down
+def test_image_size_resizes_each_batch_after_the_crop(image_size):
+    data = dataclasses.replace(_identity_data(2), mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), image_size=image_size)
+    images = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8)
+    stored = dataclasses.replace(data, image_size=None)
+    expected = torch.nn.functional.interpolate(stored.normalize(images), size=(image_size, image_size),
+                                               mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(data.normalize(images), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(data.normalize(images[0]), expected[0], rtol=0, atol=1e-5)  # one image, C x H x W
+    crop = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(data.augment(images, generator=crop),  # the crop at the stored size, then the resize
+                               torch.nn.functional.interpolate(
+                                   stored.augment(images, generator=torch.Generator().manual_seed(3)),
+                                   size=(image_size, image_size), mode="bilinear", antialias=True),
+                               rtol=0, atol=1e-5)
+    assert data.input_size == (3, image_size, image_size) and stored.input_size == (3, 1, 1)
+
+
 @pytest.mark.parametrize(
     ("method", "images", "match"),
     [
@@ -276,6 +295,7 @@ LOCAL = "<local cifar10 folder>"  # replaced by the fixture's path
         ({"dataset": "imagenet"}, "Unknown dataset 'imagenet'.*cifar10.*dataset_id"),
         ({"dataset": None}, "dataset_id"),
         ({"dataset": None, "dataset_id": LOCAL, "max_train_samples": 0}, "max_train_samples must be a positive"),
+        ({"dataset": None, "dataset_id": LOCAL, "image_size": -8}, "image_size must be a positive"),
         (
             {"dataset_id": LOCAL, "image_column": "picture"},
             "no column 'picture'.*available columns: \\['img', 'label'\\]",

@@ -21,6 +21,9 @@ def randomize_norms(model: nn.Module) -> nn.Module:
             if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
                 module.weight.normal_(generator=gen)
                 module.bias.normal_(generator=gen)
+        for name, param in model.named_parameters():
+            if name.endswith("gamma"):  # layer-scale (ViT, ConvNeXt): timm starts it near zero
+                param.normal_(generator=gen)
     return model
 
 
@@ -35,6 +38,10 @@ STRICT_EQUIVALENTS = [
     ("resnet26", dict(num_classes=10), 1, ("resnet26", dict(num_classes=10, layers=(4, 4, 4, 4)))),
     ("resnet50", dict(num_classes=10), 1, ("resnet50", dict(num_classes=10, layers=(6, 8, 12, 6)))),
     ("vit_tiny_patch16_224", dict(VIT, depth=2), 1, ("vit_tiny_patch16_224", dict(VIT, depth=4))),
+    ("convnext_atto", dict(num_classes=10), 1, ("convnext_atto", dict(num_classes=10, depths=(4, 4, 12, 4)))),
+    ("convnextv2_atto", dict(num_classes=10), 1, ("convnextv2_atto", dict(num_classes=10, depths=(4, 4, 12, 4)))),
+    ("resnetv2_50", dict(num_classes=10), 1, ("resnetv2_50", dict(num_classes=10, layers=(6, 8, 12, 6)))),
+    ("resnetv2_18", dict(num_classes=10), 2, ("resnetv2_18", dict(num_classes=10, layers=(8, 8, 8, 8)))),
 ]
 
 
@@ -47,6 +54,10 @@ def test_grown_model_loads_strictly_into_the_directly_built_one(name, args, time
     direct = timm.create_model(target_name, **target_args)
     direct.load_state_dict(model.state_dict(), strict=True)
     assert stage_layers(model) == stage_layers(direct)
+    assert getattr(model, "feature_info", None) == getattr(direct, "feature_info", None)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the same computation, not just the same tensors: transitions sit where timm puts them
+        torch.testing.assert_close(model.eval()(x), direct.eval()(x), atol=0, rtol=0)
     # the args timm records (what export writes as model_args) describe the grown model
     rebuilt = timm.create_model(name, **timm.models._input.get_model_args(model))
     rebuilt.load_state_dict(model.state_dict(), strict=True)
@@ -86,6 +97,10 @@ def test_step_size_halves_and_transitions_keep_h_one():
     ("resnet50", dict(num_classes=10)),
     ("vit_tiny_patch16_224", dict(VIT, depth=2)),
     ("vit_tiny_patch16_224", dict(VIT, depth=2, init_values=0.1)),  # layer-scale branches
+    ("convnext_atto", dict(num_classes=10)),  # layer-scale gamma
+    ("convnextv2_atto", dict(num_classes=10)),  # no gamma (timm cannot pass ls_init_value=None), GRN in the MLP
+    ("resnetv2_50", dict(num_classes=10)),
+    ("resnetv2_18", dict(num_classes=10)),
 ])
 def test_identity_strategy_keeps_eval_outputs(name, args):
     torch.manual_seed(0)
@@ -98,6 +113,31 @@ def test_identity_strategy_keeps_eval_outputs(name, args):
         after = model(x)
     assert stage_layers(model) == tuple(4 * n for n in stage_layers(timm.create_model(name, **args)))
     torch.testing.assert_close(after, before, atol=1e-6, rtol=1e-6)
+
+
+# (model, args, the tensor that scales a block's branch)
+BRANCH_SCALES = [
+    ("convnext_atto", dict(num_classes=10), lambda block: block.gamma),
+    ("convnextv2_atto", dict(num_classes=10), lambda block: block.mlp.fc2.weight),  # no gamma: the MLP's fc2
+    ("resnetv2_50", dict(num_classes=10), lambda block: block.conv3.weight),
+    ("resnetv2_18", dict(num_classes=10), lambda block: block.conv2.weight),
+]
+
+
+@pytest.mark.parametrize("name, args, branch_scale", BRANCH_SCALES)
+def test_copy_halves_every_time_step_branch_and_keeps_transitions(name, args, branch_scale):
+    """No explicit h: halving h is halving each time step's branch; a transition's branch is never touched."""
+    model = randomize_norms(timm.create_model(name, **args))
+    adapter = growres.get_adapter(model)
+    old = [[(branch_scale(b).clone(), adapter.is_transition(b)) for b in stage] for stage in adapter.stages(model)]
+    assert any(transition for stage in old for _, transition in stage) == name.startswith("resnetv2")
+    interpolate(model)
+    for stage, old_blocks in zip(adapter.stages(model), old):
+        scales = [branch_scale(b) for b in stage]
+        for idx, (value, transition) in enumerate(old_blocks):
+            assert torch.equal(scales[2 * idx], value if transition else value * 0.5)
+            source = old_blocks[idx + 1][0] if transition else value  # Appendix B
+            assert torch.equal(scales[2 * idx + 1], source * 0.5)
 
 
 def test_copy_strategy_keeps_the_function_close_as_h_shrinks():
@@ -131,6 +171,17 @@ def test_stochastic_depth_rates_are_rederived():
     blocks = [b for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for b in layer]
     rates = [b.drop_path.drop_prob if b.drop_path is not None else 0.0 for b in blocks]
     assert rates == pytest.approx([0.1 * i / 15 for i in range(16)])
+
+
+@pytest.mark.parametrize("name, depth_arg", [("convnext_atto", "depths"), ("resnetv2_18", "layers")])
+def test_stochastic_depth_rates_are_rederived_as_timm_builds_them(name, depth_arg):
+    model = timm.create_model(name, num_classes=10, drop_path_rate=0.2)
+    interpolate(model)
+    direct = timm.create_model(name, num_classes=10, drop_path_rate=0.2, **{depth_arg: stage_layers(model)})
+
+    def rates(m):
+        return [getattr(b.drop_path, "drop_prob", 0.0) for stage in m.stages for b in stage.blocks]
+    assert rates(model) == pytest.approx(rates(direct)) and rates(model)[-1] == pytest.approx(0.2)
 
 
 def test_vit_feature_info_describes_the_new_depth():
@@ -199,3 +250,46 @@ def test_register_adapter_makes_any_stage_of_blocks_model_growable():
     assert len(model.blocks) == 4
     torch.testing.assert_close(model(x), before, atol=1e-6, rtol=1e-6)
     assert growres.get_adapter(model).name == "toy"
+
+
+FAMILIES = ("growres", "timm-resnet", "timm-vit", "timm-convnext", "timm-resnetv2")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_example_is_grown_by_its_own_adapter(family):
+    adapter = next(a for a in growres.registered_adapters() if a.name == family)
+    assert adapter.description and adapter.examples
+    for name in adapter.examples:
+        assert growres.get_adapter(timm.create_model(name, pretrained=False)).name == family, name
+
+
+def test_growres_list_families_reads_the_registry(monkeypatch, capsys):
+    from growres import growth
+    from growres.cli import main
+    monkeypatch.setattr(growth, "_ADAPTERS", list(growth._ADAPTERS))  # the toy family below is this test's only
+    register_adapter(GrowthAdapter(name="toy", matches=lambda model: False, stages=lambda model: [],
+                                   is_transition=lambda block: False, scale_branch=lambda block, factor: None,
+                                   refresh=lambda model: None, description="a toy family", examples=("toy_1",)))
+    assert main(["list", "--families"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert {*FAMILIES, "toy"} <= set(rows)  # and any family registered elsewhere
+    assert "toy_1" in rows["toy"] and "a toy family" in rows["toy"]
+    assert "convnext_atto" in rows["timm-convnext"] and "resnetv2_50" in rows["timm-resnetv2"]
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "resnetv2_50", "resnetv2_18"])
+def test_shortcut_is_what_a_block_computes_without_its_branch(name):
+    """The analyses' identity path, transitions (ResNetV2's projection of the pre-activated input) included."""
+    model = randomize_norms(timm.create_model(name, num_classes=10)).eval()
+    adapter = growres.get_adapter(model)
+    blocks = [b for stage in adapter.stages(model) for b in stage]
+    inputs = {}
+    hooks = [b.register_forward_pre_hook(lambda block, args: inputs.setdefault(block, args[0])) for b in blocks]
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+        for hook in hooks:
+            hook.remove()
+        for block in blocks:
+            adapter.scale_branch(block, 0.0)
+            torch.testing.assert_close(block(inputs[block]), adapter.shortcut(block, inputs[block]), atol=0, rtol=0)
+    assert any(adapter.is_transition(b) for b in blocks) == name.startswith("resnetv2")

@@ -129,6 +129,83 @@ def test_config_file_with_flags_winning(growres_env, tmp_path):
     assert "test accuracy" in result.stdout and str(tmp_path / "run") in result.stdout
 
 
+# Other timm families on Fashion-MNIST (32x32): a ViT built for the data's size through img_size, a ResNet, a
+# ConvNeXt at --img-size 64 and a ResNetV2, kept small with --model-kwargs, which must survive growth and export.
+# (model, extra flags, blocks before and after growth, the exported model_args that say so, the input side)
+TIMM_MODELS = [
+    ("vit_tiny_patch16_224", ["--model-kwargs", "patch_size=8", "embed_dim=32", "depth=2", "num_heads=2"], [2],
+     [4], dict(depth=4, patch_size=8), 32),
+    pytest.param("resnet18", [], [2, 2, 2, 2], [4, 4, 4, 4], dict(layers=[4, 4, 4, 4]), 32, marks=pytest.mark.slow),
+    ("convnext_atto", ["--img-size", "64", "--model-kwargs", "dims=[16,32,48,64]"], [2, 2, 6, 2], [4, 4, 12, 4],
+     dict(depths=[4, 4, 12, 4], dims=[16, 32, 48, 64]), 64),
+    ("resnetv2_50", ["--model-kwargs", "channels=[32,64,128,256]", "stem_chs=16"], [3, 4, 6, 3], [6, 8, 12, 6],
+     dict(layers=[6, 8, 12, 6], channels=[32, 64, 128, 256]), 32),
+]
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("model, extra_args, first, grown, grown_args, size", TIMM_MODELS)
+def test_timm_models_train_on_fashion_mnist(growres_env, tmp_path, model, extra_args, first, grown, grown_args,
+                                            size):
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--model", model, *extra_args, "--epochs", "2", "--cycles", "1",
+                         "--max-train-samples", "200", "--max-eval-samples", "100", "--batch-size", "50",
+                         "--lr-max", "0.05", "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(run_dir)
+    assert [r["layers"] for r in run.metrics()] == [first, grown]
+    config = json.loads((run.final_dir / "config.json").read_text())
+    assert {k: config["model_args"][k] for k in grown_args} == grown_args
+    assert config["pretrained_cfg"]["input_size"] == [3, size, size]
+    reloaded = timm.create_model(f"local-dir:{run.final_dir}", pretrained=True).eval()
+    assert reloaded(torch.zeros(1, 3, size, size)).shape == (1, 10)
+
+
+@needs_fashion_mnist
+def test_img_size_and_model_kwargs_from_a_config_file(growres_env, tmp_path):
+    """--img-size resizes the data and builds the ViT for it; --model-kwargs reach timm from YAML and come back."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": "vit_tiny_patch16_224", "img_size": 48, "epochs": 1, "max_train_samples": 100,
+        "max_eval_samples": 50, "batch_size": 50, "lr_max": 0.05,
+        "model_kwargs": {"patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0},
+    }))
+    result = run_growres("train", "--config", str(config), "--no-grow", "--output-dir", str(tmp_path / "run"),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(tmp_path / "run")
+    assert run.config()["model_kwargs"] == yaml.safe_load(config.read_text())["model_kwargs"]
+    exported = json.loads((run.final_dir / "config.json").read_text())
+    assert exported["pretrained_cfg"]["input_size"] == [3, 48, 48]
+    assert exported["model_args"]["img_size"] in (48, [48, 48]) and exported["model_args"]["mlp_ratio"] == 2.0
+    reloaded = timm.create_model(f"local-dir:{run.final_dir}", pretrained=True)
+    assert reloaded.patch_embed.grid_size == (3, 3)  # 48 / 16: the model saw the resized images
+    # flags win over the file: other kwargs make another run, which a checkpoint of this one would refuse
+    assert run.summary()["num_params"] == sum(p.numel() for p in reloaded.parameters())
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_resume_keeps_model_kwargs_and_img_size(growres_env, tmp_path):
+    """A checkpoint's identity holds --model-kwargs and --img-size: the same ones continue it, others are refused."""
+    vit = ["--model", "vit_tiny_patch16_224", "--epochs", "2", "--cycles", "1", "--max-train-samples", "100",
+           "--max-eval-samples", "50", "--batch-size", "50", "--lr-max", "0.05", "--checkpoint-every", "epoch"]
+    kwargs = ["--model-kwargs", "patch_size=8", "embed_dim=32", "depth=2", "num_heads=2"]
+    result = run_growres("train", *vit, *kwargs, "--img-size", "40", "--output-dir", str(tmp_path / "a"),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = str(tmp_path / "a" / "checkpoints" / "step-00000002")  # right after the growth at epoch 1
+    resumed = run_growres("train", *vit, *kwargs, "--img-size", "40", "--resume", checkpoint,
+                          "--output-dir", str(tmp_path / "b"), env=growres_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(tmp_path / "a" / "final", tmp_path / "b" / "final")
+    for other in (["--model-kwargs", "patch_size=8", "embed_dim=32", "depth=2", "num_heads=4", "--img-size", "40"],
+                  [*kwargs, "--img-size", "48"]):
+        refused = run_growres("train", *vit, *other, "--resume", checkpoint, "--output-dir", str(tmp_path / "c"),
+                              env=growres_env)
+        assert refused.returncode == 2 and "another run" in refused.stderr, refused.stderr[-2000:]
+
+
 def _image_dataset(tmp_path: Path, columns: tuple[str, str], size: int, n: int = 40, extra=None) -> Path:
     """A tiny dataset with the schema of a Hub dataset (CIFAR: img/label; STL-10: image/label; CIFAR-100: ...)."""
     image_col, label_col = columns
@@ -188,6 +265,11 @@ BAD_COMMANDS = [
     (["--smoothing", "1.5"], "--smoothing"),
     (["--model", "growres_resnet50i", "--cycles", "1"], "exactly 2"),
     (["--resume", "/nonexistent/checkpoint"], "not a growres checkpoint"),
+    (["--model", "convnext_atto", "--img-size", "16"], "convnext_atto cannot take 16x16 images (its total stride"),
+    (["--model", "resnet18", "--model-kwargs", "patch_size"], "KEY=VALUE"),
+    (["--model", "resnet18", "--model-kwargs", "num_classes=3"], "set by growres"),
+    (["--model", "resnet18", "--model-kwargs", "patch_size=4"], "Cannot build resnet18"),
+    (["--img-size", "0"], "positive integer"),
 ]
 
 
