@@ -334,7 +334,7 @@ def _set_drop_path(model: nn.Module, blocks: list[nn.Module]) -> None:
 
 def _is_timm_convnext(model: nn.Module) -> bool:
     from timm.models.convnext import ConvNeXt, ConvNeXtBlock
-    return isinstance(model, ConvNeXt) and all(type(b) is ConvNeXtBlock for s in model.stages for b in s.blocks)
+    return isinstance(model, ConvNeXt) and all(module_class(b) is ConvNeXtBlock for s in model.stages for b in s.blocks)
 
 
 def _convnext_scale_branch(block: nn.Module, factor: float) -> None:
@@ -383,8 +383,8 @@ def _is_timm_resnetv2(model: nn.Module) -> bool:
         return False
     blocks = [b for stage in model.stages for b in stage.blocks]
     # a weight-standardised conv (BiT's StdConv2d) normalises its weight, so scaling it would not scale the branch
-    return all(type(b) in (PreActBasic, PreActBottleneck) and type(_preact_last_conv(b)) in (nn.Conv2d, Conv2dSame)
-               for b in blocks)
+    return all(module_class(b) in (PreActBasic, PreActBottleneck)
+               and type(_preact_last_conv(b)) in (nn.Conv2d, Conv2dSame) for b in blocks)
 
 
 def _resnetv2_scale_branch(block: nn.Module, factor: float) -> None:

@@ -38,15 +38,23 @@ class TransformersFamily:
     model_types: tuple[str, ...]  # config.model_type values of the family
     layers: str  # dotted path of the layers' ModuleList under model.base_model
     branch_ends: tuple[str, ...]  # per layer, the last linear of each residual sub-branch (attention, MLP)
+    description: str  # for `growres list --families`
+    examples: tuple[str, ...]  # transformers classes of the family
 
 
 FAMILIES = (
-    TransformersFamily("transformers-gpt2", ("gpt2",), "h", ("attn.c_proj", "mlp.c_proj")),
+    TransformersFamily("transformers-gpt2", ("gpt2",), "h", ("attn.c_proj", "mlp.c_proj"),
+                       "Hugging Face transformers GPT-2 (growres[transformers])", ("GPT2LMHeadModel", "GPT2Model")),
     TransformersFamily("transformers-llama", ("llama", "mistral", "qwen2", "qwen3"), "layers",
-                       ("self_attn.o_proj", "mlp.down_proj")),
+                       ("self_attn.o_proj", "mlp.down_proj"),
+                       "Hugging Face transformers Llama, Mistral, Qwen2, Qwen3 (growres[transformers])",
+                       ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")),
     TransformersFamily("transformers-bert", ("bert", "roberta"), "encoder.layer",
-                       ("attention.output.dense", "output.dense")),
-    TransformersFamily("transformers-vit", ("vit",), "layers", ("attention.o_proj", "mlp.fc2")),
+                       ("attention.output.dense", "output.dense"),
+                       "Hugging Face transformers BERT, RoBERTa (post-norm: identity growth exact only at uniform "
+                       "LayerNorms; growres[transformers])", ("BertModel", "RobertaForMaskedLM")),
+    TransformersFamily("transformers-vit", ("vit",), "layers", ("attention.o_proj", "mlp.fc2"),
+                       "Hugging Face transformers ViT (growres[transformers])", ("ViTForImageClassification",)),
 )
 
 
@@ -127,6 +135,8 @@ def _adapter(family: TransformersFamily) -> GrowthAdapter:
         refresh=lambda model: refresh_transformers_model(family, model),
         # the layers take more than x (masks, positions), so the analyses, which call a block on x alone, refuse
         shortcut=None,
+        description=family.description,
+        examples=family.examples,
     )
 
 

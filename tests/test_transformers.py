@@ -251,3 +251,17 @@ def test_every_family_is_registered_under_its_name():
         "qwen2": "transformers-llama", "qwen3": "transformers-llama", "bert": "transformers-bert",
         "roberta": "transformers-bert", "vit": "transformers-vit",
     }
+
+
+def test_growres_list_families_names_each_family_with_real_transformers_classes(capsys):
+    from growres.cli import main
+    from growres.transformers_adapters import FAMILIES
+
+    assert main(["list", "--families"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    for family in FAMILIES:
+        assert family.description in rows[family.name]
+        assert family.examples and all(name in rows[family.name] for name in family.examples)
+        # each example is a transformers class whose config belongs to the family
+        for name in family.examples:
+            assert getattr(transformers, name).config_class.model_type in family.model_types, name
