@@ -347,10 +347,12 @@ def _find_checkpoint(config: TrainConfig) -> Path:
 
 def _identity(config: TrainConfig, data: ImageData) -> dict[str, Any]:
     """What must match for a checkpoint to continue this run."""
-    keys = ("model", "model_kwargs", "img_size", "epochs", "cycles", "grow", "strategy", "seed", "batch_size",
-            "grad_accum", "opt")
+    keys = ("model", "epochs", "cycles", "grow", "strategy", "seed", "batch_size", "grad_accum", "opt")
     values = config.to_dict()
-    return {"config": {k: values[k] for k in keys}, "data": dataset_fingerprint(data)}
+    identity = {k: values[k] for k in keys}
+    # only when given, so that checkpoints written before these flags existed still resume
+    identity.update({k: values[k] for k in ("model_kwargs", "img_size") if values[k]})
+    return {"config": identity, "data": dataset_fingerprint(data)}
 
 
 def _resolve_plan(config: TrainConfig, model: torch.nn.Module) -> GrowthPlan:
