@@ -548,7 +548,8 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         write_text_atomic(folder.config_path, yaml.safe_dump(
             dict(config.to_dict(), dataset_name=data.name, num_classes=data.num_classes), sort_keys=False))
     if config.log_with:
-        flat = {k: str(v) if isinstance(v, (list, tuple)) or v is None else v for k, v in config.to_dict().items()}
+        flat = {k: str(v) if isinstance(v, (list, tuple, dict)) or v is None else v
+                for k, v in config.to_dict().items()}  # trackers take scalars
         accelerator.init_trackers("growres", config=flat)
 
     # 6. Train: each epoch is a pass over a fresh permutation; growth happens inside scheduler.step()
