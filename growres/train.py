@@ -348,10 +348,12 @@ def _find_checkpoint(config: TrainConfig) -> Path:
 
 def _identity(config: TrainConfig, data: ImageData) -> dict[str, Any]:
     """What must match for a checkpoint to continue this run."""
-    keys = ("model", "model_kwargs", "img_size", "epochs", "cycles", "grow", "strategy", "seed", "batch_size",
-            "grad_accum", "opt")
+    keys = ("model", "epochs", "cycles", "grow", "strategy", "seed", "batch_size", "grad_accum", "opt")
     values = config.to_dict()
-    return {"config": {k: values[k] for k in keys}, "data": dataset_fingerprint(data)}
+    identity = {k: values[k] for k in keys}
+    # only when given, so that checkpoints written before these flags existed still resume
+    identity.update({k: values[k] for k in ("model_kwargs", "img_size") if values[k]})
+    return {"config": identity, "data": dataset_fingerprint(data)}
 
 
 def _resolve_plan(config: TrainConfig, model: torch.nn.Module) -> GrowthPlan:
@@ -561,7 +563,8 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         write_text_atomic(folder.config_path, yaml.safe_dump(
             dict(config.to_dict(), dataset_name=data.name, num_classes=data.num_classes), sort_keys=False))
     if config.log_with:
-        flat = {k: str(v) if isinstance(v, (list, tuple)) or v is None else v for k, v in config.to_dict().items()}
+        flat = {k: str(v) if isinstance(v, (list, tuple, dict)) or v is None else v
+                for k, v in config.to_dict().items()}  # trackers take scalars
         accelerator.init_trackers("growres", config=flat)
 
     # 6. Train: each epoch is a pass over a fresh permutation; growth happens inside scheduler.step()
