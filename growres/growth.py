@@ -36,7 +36,7 @@ except ImportError:  # older torch, or a build without torch.distributed: nothin
 
 __all__ = [
     "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "registered_adapters", "get_adapter",
-    "stage_layers", "uncompiled", "module_class", "is_sharded",
+    "stage_layers", "uncompiled", "module_class", "is_sharded", "scale_layer",
 ]
 
 STRATEGIES = ("copy", "identity")
@@ -206,6 +206,14 @@ def interpolate(model: nn.Module, strategy: str = "copy") -> nn.Module:
     return model
 
 
+def scale_layer(layer: nn.Module, factor: float) -> None:
+    """Multiply a layer's weight and its bias (if any): a branch ending in an affine layer (linear, conv,
+    norm) is then scaled exactly. For adapters' ``scale_branch``."""
+    layer.weight.mul_(factor)
+    if layer.bias is not None:
+        layer.bias.mul_(factor)
+
+
 # -- growres' own models ----------------------------------------------------------------------------
 
 
@@ -252,9 +260,7 @@ def _is_timm_resnet(model: nn.Module) -> bool:
 
 
 def _timm_resnet_scale_branch(block: nn.Module, factor: float) -> None:
-    last_norm = block.bn3 if hasattr(block, "bn3") else block.bn2
-    last_norm.weight.mul_(factor)
-    last_norm.bias.mul_(factor)
+    scale_layer(block.bn3 if hasattr(block, "bn3") else block.bn2, factor)
 
 
 def _timm_resnet_refresh(model: nn.Module) -> None:
@@ -293,9 +299,7 @@ def _vit_scale_branch(block: nn.Module, factor: float) -> None:
         if hasattr(layer_scale, "gamma"):
             layer_scale.gamma.mul_(factor)
         else:
-            last_linear.weight.mul_(factor)
-            if last_linear.bias is not None:
-                last_linear.bias.mul_(factor)
+            scale_layer(last_linear, factor)
 
 
 def _vit_refresh(model: nn.Module) -> None:
@@ -342,10 +346,8 @@ def _convnext_scale_branch(block: nn.Module, factor: float) -> None:
     the branch ends in the MLP's last linear (or 1x1 conv)."""
     if block.gamma is not None:
         block.gamma.mul_(factor)
-        return
-    block.mlp.fc2.weight.mul_(factor)
-    if block.mlp.fc2.bias is not None:
-        block.mlp.fc2.bias.mul_(factor)
+    else:
+        scale_layer(block.mlp.fc2, factor)
 
 
 def _convnext_refresh(model: nn.Module) -> None:
@@ -388,10 +390,7 @@ def _is_timm_resnetv2(model: nn.Module) -> bool:
 
 
 def _resnetv2_scale_branch(block: nn.Module, factor: float) -> None:
-    conv = _preact_last_conv(block)
-    conv.weight.mul_(factor)
-    if conv.bias is not None:
-        conv.bias.mul_(factor)
+    scale_layer(_preact_last_conv(block), factor)
 
 
 def _resnetv2_refresh(model: nn.Module) -> None:

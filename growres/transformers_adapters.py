@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from .errors import GrowresError
-from .growth import GrowthAdapter, register_adapter
+from .growth import GrowthAdapter, register_adapter, scale_layer
 
 __all__ = ["FAMILIES", "TransformersFamily", "refresh_transformers_model", "transformers_layers"]
 
@@ -99,10 +99,7 @@ def _matches(family: TransformersFamily, model: nn.Module) -> bool:
 
 def _scale_branch(family: TransformersFamily, layer: nn.Module, factor: float) -> None:
     for path in family.branch_ends:
-        last_linear = layer.get_submodule(path)
-        last_linear.weight.mul_(factor)
-        if last_linear.bias is not None:
-            last_linear.bias.mul_(factor)
+        scale_layer(layer.get_submodule(path), factor)
 
 
 def _layer_type(layer: nn.Module) -> str:
