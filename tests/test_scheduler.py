@@ -2,6 +2,7 @@
 import copy
 import math
 import re
+import time
 
 import pytest
 import timm
@@ -349,3 +350,45 @@ def train_steps_without_update(scheduler):
     """Advance the scheduler one step (growing at a cycle start) without changing a parameter."""
     record = scheduler.step()
     assert record is not None
+
+
+def test_growth_under_accelerate_re_prepares_everything_once():
+    """Single-process accelerate: growth swaps the prepared model and optimizer for prepared grown ones, keeps the
+    dataloader registered and the step counter, and save_state still writes one model and one optimizer."""
+    from accelerate import Accelerator
+
+    torch.manual_seed(0)
+    accelerator = Accelerator(cpu=True)
+    model = timm.create_model("growres_resnet50i", num_classes=10)
+    optimizer = timm.optim.create_optimizer_v2(model, "momentum", lr=0.5, momentum=0.9, weight_decay=2e-4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batch(0, n=8)), batch_size=4)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    plan = GrowthPlan(cycles=(1, 2), total=3)  # in epochs, 2 steps each
+    scheduler = GrowthScheduler(model, optimizer, plan, steps_per_epoch=len(loader), accelerator=accelerator)
+    accelerator.step = 7  # accelerate's own counter (gradient accumulation) must survive growth
+    for epoch in range(2):
+        for x, y in loader:
+            loss = F.cross_entropy(scheduler.model(x), y)
+            scheduler.optimizer.zero_grad()
+            accelerator.backward(loss)
+            scheduler.optimizer.step()
+            started = time.perf_counter()
+            record = scheduler.step()
+            elapsed = time.perf_counter() - started
+        assert record is not None and record.epoch == epoch + 1.0 and 0 < record.seconds <= elapsed
+    bare = accelerator.unwrap_model(scheduler.model)
+    assert bare.layers == (8, 8, 8) and accelerator.step == 7
+    assert accelerator._models == [scheduler.model] and accelerator._optimizers == [scheduler.optimizer]
+    assert accelerator._dataloaders == [loader]
+    assert "_is_accelerate_prepared" in bare.__dict__  # prepared again, not skipped as already prepared
+    params = {id(p) for g in scheduler.optimizer.optimizer.param_groups for p in g["params"]}
+    assert params == {id(p) for p in bare.parameters()}
+
+
+def test_loading_an_earlier_growth_state_into_a_grown_model_is_refused():
+    early = make().state_dict()
+    grown = make()
+    train_steps(grown, 3)
+    with pytest.raises(GrowresError, match="earlier cycle"):
+        grown.load_state_dict(early)
+    assert grown.layers == (4, 4, 4) and grown.step_count == 3
