@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch.utils.flop_counter import FlopCounterMode
 
+import growres
 from growres import (
     GrowresError,
     GrowthPlan,
@@ -71,11 +72,13 @@ def test_cyclic_cosine_lr_is_eq_9(step, expected):
 
 def test_paper_plan_and_scaling():
     assert GrowthPlan() == GrowthPlan.paper() == GrowthPlan(cycles=(60, 110), total=160)
-    assert GrowthPlan.paper(total=16).cycles == (6, 11)
+    assert GrowthPlan.paper(total=16) == GrowthPlan(cycles=(6, 11), total=16)
+    assert GrowthPlan.paper(total=3).cycles == (1, 2)  # the shortest run that holds three cycles
+    assert GrowthPlan(cycles=[1, 2], total=3).cycles == (1, 2)  # a list becomes a tuple: plans compare and hash
     assert GrowthPlan.paper(interpolations=3, total=40).cycles == (10, 20, 30)
     assert GrowthPlan().to_steps(500) == ((30_000, 55_000), 80_000)
     assert GrowthPlan.paper(total=1, grow=False).cycles == ()  # too short to restart: one cycle
-    with pytest.raises(GrowresError, match="at least 3 epochs"):
+    with pytest.raises(GrowresError, match="2 epochs cannot hold the 3 cycles of 2 interpolations"):
         GrowthPlan.paper(total=2)
 
 
@@ -86,6 +89,7 @@ def test_paper_plan_and_scaling():
     (dict(cycles=(0, 110)), "inside"),
     (dict(unit="hour"), "unit"),
     (dict(total=0), "positive integer"),
+    (dict(cycles=(1.5,), total=3), "whole epochs"),
 ])
 def test_bad_plans(kwargs, match):
     with pytest.raises(GrowresError, match=match):
@@ -392,3 +396,32 @@ def test_loading_an_earlier_growth_state_into_a_grown_model_is_refused():
     with pytest.raises(GrowresError, match="earlier cycle"):
         grown.load_state_dict(early)
     assert grown.layers == (4, 4, 4) and grown.step_count == 3
+
+
+def test_explicit_step_size_is_reported_and_saved():
+    """A model made with h = 0.5: the scheduler reports the model's h, not 0.5 ** growths."""
+    scheduler = make(model_args=dict(step_size=0.5))
+    assert scheduler.step_size == 0.5 and scheduler.state_dict()["step_size"] == 0.5
+    records = train_steps(scheduler, 3)
+    assert records[0].step_size == scheduler.step_size == 0.25
+
+
+def test_loading_a_state_of_the_same_cycle_is_allowed():
+    scheduler = make()
+    train_steps(scheduler, 1)
+    fresh = make()
+    fresh.load_state_dict(scheduler.state_dict())
+    assert (fresh.step_count, fresh.cycle, fresh.layers) == (1, 0, (2, 2, 2))
+
+
+def test_rebuild_optimizer_carries_state_by_default_in_model_order():
+    scheduler = make()
+    train_steps(scheduler, 1)
+    optimizer, model = scheduler.optimizer, scheduler.model
+    sources = growres.grow(model)
+    rebuilt = growres.rebuild_optimizer(optimizer, model, sources)
+    assert len(rebuilt.state) == len(list(model.parameters()))
+    order = {p: i for i, p in enumerate(model.parameters())}
+    for group in rebuilt.param_groups:
+        positions = [order[p] for p in group["params"]]
+        assert positions == sorted(positions)
