@@ -425,3 +425,17 @@ def test_rebuild_optimizer_carries_state_by_default_in_model_order():
     for group in rebuilt.param_groups:
         positions = [order[p] for p in group["params"]]
         assert positions == sorted(positions)
+
+
+def test_ema_grows_with_the_schedulers_strategy():
+    scheduler = make(strategy="identity")
+    ema = ModelEmaV3(scheduler.model, decay=0.9)
+    scheduler.ema = ema
+    train_steps(scheduler, 2, ema=ema)
+    x, _ = batch(99)
+    with torch.no_grad():
+        before = ema.module.eval()(x)
+        train_steps_without_update(scheduler)
+        after = ema.module.eval()(x)
+    assert ema.module.layers == (4, 4, 4)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)  # identity growth: the EMA computes the same
