@@ -63,7 +63,9 @@ def test_exported_models_rebuild_exactly_through_timm(tiny_run, growres_env):
     state = load_file(run.final_dir / "model.safetensors")
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     # its accuracy on the run's test images is the one the run reported
-    data = load_image_data("fashion-mnist", max_eval_samples=300, cache_dir=growres_env["GROWRES_CACHE"])
+    # the run's data: its 600 training images give the standardisation it was trained and evaluated with
+    data = load_image_data("fashion-mnist", max_train_samples=600, max_eval_samples=300,
+                           cache_dir=growres_env["GROWRES_CACHE"])
     with torch.no_grad():
         predictions = model(data.normalize(data.test_images)).argmax(-1)
     accuracy = (predictions == data.test_labels).float().mean().item()

@@ -34,7 +34,8 @@ def test_ddp_training_grows_like_the_single_process_run(tiny_run, growres_env, t
     # instead: the reported test accuracy is the final model's over the 300 test images, each counted once (the
     # eval loader is sharded over 2 processes and gathered back, 150 each).
     model = timm.create_model(f"local-dir:{ddp.final_dir}", pretrained=True).eval()
-    data = load_image_data("fashion-mnist", max_eval_samples=300, cache_dir=growres_env["GROWRES_CACHE"])
+    data = load_image_data("fashion-mnist", max_train_samples=600, max_eval_samples=300,
+                           cache_dir=growres_env["GROWRES_CACHE"])  # the run's 600 images: its standardisation
     with torch.no_grad():
         correct = (model(data.normalize(data.test_images)).argmax(-1) == data.test_labels).sum().item()
     assert summary["test_acc"] == pytest.approx(correct / 300, abs=1e-6)
