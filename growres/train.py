@@ -5,6 +5,7 @@
 described in :mod:`growres.runs`.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -13,6 +14,7 @@ import shutil
 import time
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+from safetensors import SafetensorError
 from timm.models import get_pretrained_cfg_value
 from timm.utils import ParseKwargs
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -453,6 +456,24 @@ class _Run:
             write_text_atomic(self.folder.growth_path, "".join(json.dumps(r) + "\n" for r in self.growth))
 
 
+@contextlib.contextmanager
+def _new_run_folder(folder: RunFolder, accelerator, replace: bool) -> Iterator[None]:
+    """Create the run folder (emptied first if ``replace``); if the block fails, remove a folder it created."""
+    created = not folder.path.exists()
+    if accelerator.is_main_process:
+        if replace and folder.path.exists():
+            shutil.rmtree(folder.path)
+            created = True
+        folder.path.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    try:
+        yield
+    except BaseException:
+        if created and accelerator.is_main_process:
+            shutil.rmtree(folder.path, ignore_errors=True)
+        raise
+
+
 def _save_checkpoint(accelerator, run: _Run, scheduler: GrowthScheduler, identity: dict, epoch: int) -> None:
     """accelerate's state plus growth.json, renamed into place only when whole."""
     name = f"step-{scheduler.step_count:08d}"
@@ -490,12 +511,6 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         project_dir=str(config.run_dir),
         dynamo_backend="inductor" if config.compile else "no",
     )
-    folder = RunFolder(config.run_dir)
-    if accelerator.is_main_process:
-        if config.overwrite and not config.resume and folder.path.exists():
-            shutil.rmtree(folder.path)
-        folder.path.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
     set_seed(config.seed)
 
     # 2. Data: uint8 tensors, augmented in batches on the device (Appendix A)
@@ -543,29 +558,34 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
         lr_max=config.lr_max, lr_min=config.lr_min, ema=ema, accelerator=accelerator,
     )
     identity = _identity(config, data)
-    run = _Run(folder, accelerator)
+    saved = json.loads((checkpoint / "growth.json").read_text()) if checkpoint is not None else None
+    if saved is not None and saved["identity"] != identity:
+        raise GrowresError(f"Cannot resume from {checkpoint}: it belongs to another run "
+                           f"({saved['identity']['config']['model']} on {saved['identity']['data']['name']}); "
+                           f"this run is {config.model} on {data.name}.")
 
-    # 5. Resume: rebuild the checkpoint's depth, then load weights, optimizer, RNG and EMA into it
-    start_epoch = 0
-    if checkpoint is not None:
-        saved = json.loads((checkpoint / "growth.json").read_text())
-        if saved["identity"] != identity:
-            raise GrowresError(f"Cannot resume from {checkpoint}: it belongs to another run "
-                               f"({saved['identity']['config']['model']} on {saved['identity']['data']['name']}); "
-                               f"this run is {config.model} on {data.name}.")
-        scheduler.load_state_dict(saved["scheduler"])
-        accelerator.load_state(str(checkpoint))
-        run.load(saved["run"])
-        start_epoch = scheduler.step_count // steps_per_epoch
-        run.write_logs()
-
-    if accelerator.is_main_process:
-        write_text_atomic(folder.config_path, yaml.safe_dump(
-            dict(config.to_dict(), dataset_name=data.name, num_classes=data.num_classes), sort_keys=False))
-    if config.log_with:
-        flat = {k: str(v) if isinstance(v, (list, tuple, dict)) or v is None else v
-                for k, v in config.to_dict().items()}  # trackers take scalars
-        accelerator.init_trackers("growres", config=flat)
+    # 5. The run folder, made only now that the run is set up; a failure before training starts removes it again
+    folder = RunFolder(config.run_dir)
+    with _new_run_folder(folder, accelerator, replace=config.overwrite and not config.resume):
+        run = _Run(folder, accelerator)
+        # Resume: rebuild the checkpoint's depth, then load weights, optimizer, RNG and EMA into it
+        start_epoch = 0
+        if saved is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+            try:
+                accelerator.load_state(str(checkpoint))
+            except (OSError, RuntimeError, ValueError, SafetensorError) as err:  # missing, truncated, mismatched
+                raise GrowresError(f"Cannot load the checkpoint {checkpoint}: {' '.join(str(err).split())}") from None
+            run.load(saved["run"])
+            start_epoch = scheduler.step_count // steps_per_epoch
+            run.write_logs()
+        if accelerator.is_main_process:
+            write_text_atomic(folder.config_path, yaml.safe_dump(
+                dict(config.to_dict(), dataset_name=data.name, num_classes=data.num_classes), sort_keys=False))
+        if config.log_with:
+            flat = {k: str(v) if isinstance(v, (list, tuple, dict)) or v is None else v
+                    for k, v in config.to_dict().items()}  # trackers take scalars
+            accelerator.init_trackers("growres", config=flat)
 
     # 6. Train: each epoch is a pass over a fresh permutation; growth happens inside scheduler.step()
     data_config = dict(input_size=data.input_size, mean=data.mean, std=data.std)

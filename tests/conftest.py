@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -8,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from filelock import FileLock
 from hub_server import DEFAULT_TOKEN, FakeHub
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N workers share the cores, one thread each
+    torch.set_num_threads(1)
 
 # Settings that would send a client elsewhere, make it skip the network, or authenticate it behind the test's back.
 _HUB_ENV_TO_DROP = (
@@ -83,7 +89,7 @@ TINY_RUN_ARGS = [
 @pytest.fixture(scope="session")
 def growres_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment for growres subprocesses: one data cache per test session, one thread per process."""
-    cache = tmp_path_factory.mktemp("growres-cache")
+    cache = tmp_path_factory.mktemp("growres-cache")  # per xdist worker: a cache is written by one process
     return dict(os.environ, GROWRES_CACHE=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                 HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")
 
@@ -96,11 +102,21 @@ def run_growres(*args: str, env: dict[str, str], timeout: int = 600) -> subproce
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, growres_env) -> Path:
-    """A finished run folder of TINY_RUN_ARGS, with a checkpoint every 6 steps (shared, read-only)."""
+    """A finished run folder of TINY_RUN_ARGS, with a checkpoint every 6 steps (shared, read-only).
+
+    Trained once per test session: under pytest-xdist the first worker to ask trains it in the folder all workers
+    share, and the others wait for it (a lock, and a marker file written once the run is whole)."""
     if not FASHION_MNIST_AVAILABLE:
         pytest.skip("needs the Debian package dataset-fashion-mnist")
-    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_growres("train", *TINY_RUN_ARGS, "--checkpoint-every", "6", "--output-dir", str(run_dir),
-                         env=growres_env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above each worker's own
+    run_dir, done = shared / "tiny-run", shared / "tiny-run.done"
+    with FileLock(str(shared / "tiny-run.lock")):
+        if not done.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            result = run_growres("train", *TINY_RUN_ARGS, "--checkpoint-every", "6", "--output-dir", str(run_dir),
+                                 env=growres_env)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done.touch()
     return run_dir

@@ -2,7 +2,10 @@
 import json
 from pathlib import Path
 
+import pytest
 from launch import accelerate_launch
+
+pytestmark = pytest.mark.slow  # a 2-process launch
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_growth.py"
 

@@ -5,6 +5,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from timm.layers import DropPath
 
 import growres
 from growres import GrowresError, GrowthAdapter, interpolate, register_adapter, stage_layers
@@ -186,9 +187,34 @@ def test_stochastic_depth_rates_are_rederived_as_timm_builds_them(name, depth_ar
 
 def test_vit_feature_info_describes_the_new_depth():
     vit = timm.create_model("vit_tiny_patch16_224", **VIT, depth=2)
+    before = vit.feature_info[0]
     interpolate(vit)
-    assert [f["module"] for f in vit.feature_info] == [f"blocks.{i}" for i in range(4)]
+    assert vit.feature_info == [dict(module=f"blocks.{i}", num_chs=before["num_chs"], reduction=before["reduction"])
+                                for i in range(4)]
     assert timm.models._input.get_model_args(vit)["depth"] == 4
+
+
+def test_vit_drop_path_rates_are_rederived():
+    vit = timm.create_model("vit_tiny_patch16_224", **VIT, depth=2, drop_path_rate=0.2)
+    interpolate(vit)
+    for path in ("drop_path1", "drop_path2"):
+        rates = [getattr(b, path).drop_prob if isinstance(getattr(b, path), DropPath) else 0.0 for b in vit.blocks]
+        assert rates == pytest.approx([0.2 * i / 3 for i in range(4)]), path
+        assert isinstance(getattr(vit.blocks[0], path), nn.Identity)  # rate 0: no DropPath at all
+    plain = timm.create_model("vit_tiny_patch16_224", **VIT, depth=2)
+    interpolate(plain)
+    assert all(isinstance(b.drop_path1, nn.Identity) and isinstance(b.drop_path2, nn.Identity) for b in plain.blocks)
+
+
+def test_vit_layer_scale_carries_the_branch_scale():
+    """With layer-scale, h is folded into its gamma; the attention and MLP weights stay the copied ones."""
+    vit = timm.create_model("vit_tiny_patch16_224", **VIT, depth=2, init_values=0.1)
+    old = copy.deepcopy(vit.blocks)
+    interpolate(vit)
+    for new, source in zip(vit.blocks, [old[0], old[0], old[1], old[1]]):
+        assert torch.equal(new.ls1.gamma, 0.5 * source.ls1.gamma) and torch.equal(new.ls2.gamma, 0.5 * source.ls2.gamma)
+        assert torch.equal(new.attn.proj.weight, source.attn.proj.weight)
+        assert torch.equal(new.mlp.fc2.weight, source.mlp.fc2.weight)
 
 
 def test_a_stage_with_only_a_transition_block_is_refused_untouched():
@@ -209,7 +235,7 @@ def test_single_block_first_stage_is_a_time_step_and_grows():
 @pytest.mark.parametrize("bad, match", [
     (lambda: interpolate(timm.create_model("growres_resnet14"), strategy="random"), "Unknown interpolation strategy"),
     (lambda: interpolate(nn.Sequential(nn.Linear(2, 2))), "register_adapter"),
-    (lambda: register_adapter("not an adapter"), "GrowthAdapter"),
+    (lambda: register_adapter("not an adapter"), "GrowthAdapter, got str"),
 ])
 def test_bad_input(bad, match):
     with pytest.raises(GrowresError, match=match):
@@ -250,6 +276,11 @@ def test_register_adapter_makes_any_stage_of_blocks_model_growable():
     assert len(model.blocks) == 4
     torch.testing.assert_close(model(x), before, atol=1e-6, rtol=1e-6)
     assert growres.get_adapter(model).name == "toy"
+    # a later registration takes precedence over the earlier ones
+    register_adapter(GrowthAdapter(name="toy-2", matches=lambda model: isinstance(model, ToyResidual),
+                                   stages=lambda model: [model.blocks], is_transition=lambda block: False,
+                                   scale_branch=scale, refresh=lambda model: None))
+    assert growres.get_adapter(model).name == "toy-2"
 
 
 FAMILIES = ("growres", "timm-resnet", "timm-vit", "timm-convnext", "timm-resnetv2")

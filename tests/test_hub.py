@@ -20,6 +20,7 @@ import yaml
 from conftest import run_growres
 
 import growres
+import growres.hub
 from growres.data import DATASETS
 from growres.hub import FAMILIES, MODEL_CARDS_DIR, render_family_card, render_model_card
 from growres.runs import RunFolder
@@ -28,6 +29,8 @@ REPO = "growres-test/tiny"  # the round trip: final model on main, cycles on cyc
 BRANCH_REPO = "growres-test/tiny-dev"  # --revision dev --private --baseline
 FOREIGN_REPO = "growres-test/someone-elses"  # created with an unrelated file first
 REFUSED_REPO = "growres-test/refused"  # every refused push names it; none may create it
+ENV_TOKEN_REPO = "growres-test/tiny-env-token"  # pushed with the token in HF_TOKEN
+LOGIN_REPO = "growres-test/tiny-login"  # pushed with the token of a stored login
 REQUIRED_TAGS = {"image-classification", "timm", "growres"}
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".ckpt")
 OWN_FILES = {".gitattributes", "README.md", "config.json", "model.safetensors"}
@@ -137,27 +140,44 @@ def foreign_repo(hub_env, hub_server) -> str:
 
 
 class Push(NamedTuple):
-    """One ``growres push-to-hub`` run: its arguments after RUN_DIR, the run folder, environment changes, and for
-    a push that must be refused what its one error line says. ``{token}``, ``{run}``, ``{unfinished}``,
-    ``{baseline}``, ``{port}`` (a closed port) and ``{empty_home}`` are filled in; no push may print the token."""
+    """One ``growres push-to-hub`` run: its arguments after RUN_DIR, the run folder, environment changes, a token
+    stored by a login in its HF_HOME, and for a push that must be refused what its one error line says.
+    ``{token}``, ``{run}``, ``{unfinished}``, ``{baseline}``, ``{port}`` (a closed port) and ``{empty_home}`` are filled
+    in; no push may print the token it was given (see :func:`own_token`)."""
 
     args: list[str]
     says: str | None = None  # None: the push succeeds
     run: str = "{run}"
     env: dict[str, str] = {}
+    login: str | None = None  # a token saved in the push's own HF_HOME, as `hf auth login` does
+
+
+def own_token(push: Push, token: str) -> str | None:
+    """The token a push authenticates with: --token, else HF_TOKEN, else its stored login (as huggingface_hub picks)."""
+    if "--token" in push.args:
+        return push.args[push.args.index("--token") + 1].format(token=token)
+    return push.env.get("HF_TOKEN", push.login or "").format(token=token) or None
 
 
 PUSHES = {
     "round trip": Push(["--repo-id", REPO, "--cycles", "--token", "{token}"]),
     "branch": Push(["--repo-id", BRANCH_REPO, "--revision", "dev", "--private", "--baseline", "{baseline}",
                     "--token", "{token}"]),
+    "token from HF_TOKEN": Push(["--repo-id", ENV_TOKEN_REPO], env={"HF_TOKEN": "{token}"}),
+    "token from a stored login": Push(["--repo-id", LOGIN_REPO], login="{token}"),
     "missing token": Push(["--repo-id", REFUSED_REPO], "No Hugging Face token", env={"HF_HOME": "{empty_home}"}),
     "repo id without slash": Push(["--repo-id", "noslash", "--token", "{token}"], "--repo-id must be ORG/NAME"),
     "repo id with two slashes": Push(["--repo-id", "a/b/c", "--token", "{token}"], "--repo-id must be ORG/NAME"),
     "repo id with a space": Push(["--repo-id", "bad id/x", "--token", "{token}"], "--repo-id must be ORG/NAME"),
     "wrong token": Push(["--repo-id", REFUSED_REPO, "--token", "hf_wrong_token"], "refused the token"),
+    "wrong token from HF_TOKEN": Push(["--repo-id", REFUSED_REPO], "refused the token",
+                                      env={"HF_TOKEN": "hf_wrong_env_token"}),
+    "wrong token of a stored login": Push(["--repo-id", REFUSED_REPO], "refused the token",
+                                          login="hf_wrong_login_token"),
     "server down": Push(["--repo-id", REFUSED_REPO, "--token", "{token}"], "Cannot reach the Hub",
                         env={"HF_ENDPOINT": "http://127.0.0.1:{port}"}),
+    "server down, token from HF_TOKEN": Push(["--repo-id", REFUSED_REPO], "Cannot reach the Hub",
+                                             env={"HF_ENDPOINT": "http://127.0.0.1:{port}", "HF_TOKEN": "{token}"}),
     "no final model": Push(["--repo-id", REFUSED_REPO, "--token", "{token}"], "has no final model", run="{unfinished}"),
     "repo with other content": Push(["--repo-id", FOREIGN_REPO, "--token", "{token}"], "did not push"),
     "baseline that grew": Push(["--repo-id", REFUSED_REPO, "--token", "{token}", "--baseline", "{run}"],
@@ -176,7 +196,11 @@ def pushes(tiny_run, hub_env, hub_server, foreign_repo, baseline_run, run_before
 
     def launch(push: Push):
         args = ["push-to-hub", push.run.format(**values), *(a.format(**values) for a in push.args)]
-        return _timed_growres(args, dict(hub_env, **{k: v.format(**values) for k, v in push.env.items()}))
+        env = dict(hub_env, **{k: v.format(**values) for k, v in push.env.items()})
+        if push.login:  # what `hf auth login` leaves: the token in HF_HOME/token
+            env["HF_HOME"] = str(tmp_path_factory.mktemp("login-hf-home"))
+            Path(env["HF_HOME"], "token").write_text(push.login.format(**values))
+        return _timed_growres(args, env)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {name: pool.submit(launch, push) for name, push in PUSHES.items()}
@@ -211,9 +235,22 @@ def test_push_prints_the_commit_url(pushed, hub_server):
 
 
 @pytest.mark.parametrize("case", list(PUSHES))
-def test_no_push_prints_the_token(pushes, hub_server, case):
+def test_no_push_prints_its_token(pushes, hub_server, case):
     result, _ = pushes[case]
-    assert hub_server.token not in result.stdout + result.stderr
+    token = own_token(PUSHES[case], hub_server.token)
+    if case == "missing token":
+        assert token is None
+        return
+    assert token and token not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", ["token from HF_TOKEN", "token from a stored login"])
+def test_pushes_with_the_token_from_the_environment_or_a_login(pushes, hub_server, case):
+    result = _succeeded(pushes, case)
+    repo_id = PUSHES[case].args[1]
+    head = hub_server.hub.repos[repo_id].branches["main"]
+    assert f"{hub_server.endpoint}/{repo_id}/commit/{head}" in result.stdout
+    assert set(_stored(hub_server, repo_id, "main")) == OWN_FILES
 
 
 def test_hub_model_equals_the_run_folder_model(loaded, summary):
@@ -300,12 +337,22 @@ def test_pushing_again_updates_our_own_repo(pushed, tiny_run, hub_env, hub_serve
 
 @pytest.mark.parametrize("case", FAILURES)
 def test_refused_push_says_why_in_one_line(pushes, hub_server, case):
-    result, seconds = pushes[case]
+    result, _ = pushes[case]
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("growres: error: "), result.stderr
     assert PUSHES[case].says in lines[0]
-    assert seconds < 45  # the dead server: bounded retries, not the client's minutes of backoff
+
+
+def test_a_dead_server_is_given_up_on_after_bounded_retries(pushes):
+    """growres retries the first request CONNECT_ATTEMPTS times, sleeping 1 s, 2 s, ...: against a closed port a push
+    takes at most those sleeps longer than a push refused before any request (both ran side by side), not the
+    client's minutes of backoff. (A refused connection fails at once; 10 s more absorb the scheduling of the
+    concurrent pushes on a busy machine.)"""
+    offline = max(pushes[case][1] for case in ("missing token", "repo id without slash", "no final model"))
+    backoff = sum(2 ** attempt for attempt in range(growres.hub.CONNECT_ATTEMPTS - 1))
+    for case in ("server down", "server down, token from HF_TOKEN"):
+        assert pushes[case][1] < offline + backoff + 10, (case, pushes[case][1], offline)
 
 
 def test_refused_pushes_leave_the_other_repo_alone(pushes, hub_server):

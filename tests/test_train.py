@@ -1,10 +1,10 @@
 """`growres train` / examples/train.py: run folders, export, resume mid-growth, bad input, datasets."""
+import copy
 import json
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,10 @@ import yaml
 from conftest import TINY_RUN_ARGS, needs_fashion_mnist, run_growres
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import growres  # noqa: F401  (registers the models for local-dir: loading)
+from growres.cli import main
 from growres.data import load_image_data
 from growres.runs import RunFolder
 
@@ -77,41 +78,103 @@ def test_exported_models_rebuild_exactly_through_timm(tiny_run, growres_env):
     assert not list(tiny_run.rglob("*.bin")) or all("checkpoints" in str(p) for p in tiny_run.rglob("*.bin"))
 
 
+def epoch_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """What a `growres train` process printed for the epochs it trained and the interpolations it made."""
+    return [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith(("epoch ", "interpolated "))]
+
+
+def assert_resumed_from(result: subprocess.CompletedProcess, checkpoint: Path, run_dir: Path, reference: Path,
+                        steps_per_epoch: int = 12, epochs: int = 3):
+    """The resumed process trained only what came after ``checkpoint``; the rows before it are the checkpoint's.
+    (Defaults: TINY_RUN_ARGS, 12 steps an epoch.)"""
+    saved = json.loads((checkpoint / "growth.json").read_text())
+    first_epoch = saved["scheduler"]["step"] // steps_per_epoch + 1
+    growths = [g for g in RunFolder(reference).growth_records() if g["step"] > saved["scheduler"]["step"]]
+    expected = [f"epoch {e}" for e in range(first_epoch, epochs + 1)]
+    expected += [f"interpolated at epoch {g['epoch']:g}" for g in growths]
+    assert sorted(epoch_lines(result)) == sorted(expected), result.stdout
+    # rows and growth records from before the checkpoint come from it, timings included: they were not re-run
+    done = len(saved["run"]["history"])
+    assert done and RunFolder(run_dir).metrics()[:done] == saved["run"]["history"]
+    assert RunFolder(run_dir).growth_records()[:len(saved["run"]["growth"])] == saved["run"]["growth"]
+
+
 @needs_fashion_mnist
-@pytest.mark.parametrize("checkpoint", ["step-00000012", "step-00000018"])
-def test_resume_continues_to_the_same_weights(tiny_run, growres_env, tmp_path, checkpoint):
-    """step-12 is taken right after the first interpolation, step-18 in the middle of cycle 2."""
-    source = tiny_run / "checkpoints" / checkpoint
-    assert json.loads((source / "growth.json").read_text())["scheduler"]["step"] == int(checkpoint.split("-")[1])
+def test_resume_uses_the_checkpoint(tiny_run, growres_env, tmp_path):
+    """Resume in the middle of cycle 2 (step 18 of 36) from a copy of the checkpoint whose head bias is raised by 1.
+
+    A constant added to every logit changes neither the loss nor any gradient, so the resumed run trains as the
+    original did and ends with the original's head bias plus 1: only weights read from the checkpoint give that."""
+    altered = tmp_path / "step-00000018"
+    shutil.copytree(tiny_run / "checkpoints" / "step-00000018", altered)
+    weights = load_file(altered / "model.safetensors")
+    weights["head.fc.bias"] += 1.0
+    save_file(weights, altered / "model.safetensors", metadata={"format": "pt"})
+    resumed = tmp_path / "resumed"
+    result = run_growres("train", *TINY_RUN_ARGS, "--resume", str(altered), "--output-dir", str(resumed),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_resumed_from(result, altered, resumed, tiny_run)
+    final = load_file(resumed / "final" / "model.safetensors")["head.fc.bias"]
+    original = load_file(tiny_run / "final" / "model.safetensors")["head.fc.bias"]
+    torch.testing.assert_close(final - original, torch.ones(10), atol=1e-4, rtol=0)
+    assert [g["layers"] for g in RunFolder(resumed).growth_records()] == [[4, 4, 4], [8, 8, 8]]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_resume_right_after_growth_continues_to_the_same_weights(tiny_run, growres_env, tmp_path):
+    """step-12 is taken right after the first interpolation: the depth is rebuilt before the weights load."""
+    source = tiny_run / "checkpoints" / "step-00000012"
     resumed = tmp_path / "resumed"
     result = run_growres("train", *TINY_RUN_ARGS, "--resume", str(source), "--output-dir", str(resumed),
                          env=growres_env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_resumed_from(result, source, resumed, tiny_run)
     assert_same_weights(tiny_run / "final", resumed / "final")
     assert [r["test_acc"] for r in RunFolder(resumed).metrics()] == pytest.approx(
         [r["test_acc"] for r in RunFolder(tiny_run).metrics()], abs=1e-6)
-    assert RunFolder(resumed).growth_records()[-1]["layers"] == [8, 8, 8]
 
 
+# Runs `growres train` and SIGKILLs itself inside the save of checkpoint step-N (argv[1]): after accelerate has
+# written its files into the temporary folder, before growth.json and the rename.
+KILL_WHILE_SAVING = """
+import os, signal, sys
+from accelerate import Accelerator
+from growres.cli import main
+
+save_state, target = Accelerator.save_state, f"step-{int(sys.argv[1]):08d}"
+
+def save_then_die(self, output_dir=None, **kwargs):
+    result = save_state(self, output_dir, **kwargs)
+    if os.path.basename(str(output_dir)).endswith(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+Accelerator.save_state = save_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
 @needs_fashion_mnist
-def test_a_killed_run_resumes_from_its_latest_complete_checkpoint(tiny_run, growres_env, tmp_path):
+def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tiny_run, growres_env, tmp_path):
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "growres", "train", *TINY_RUN_ARGS, "--checkpoint-every", "1",
-               "--output-dir", str(run_dir)]
-    process = subprocess.Popen(command, env=growres_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "step-00000014").exists():  # past the first interpolation
-        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed = subprocess.run([sys.executable, "-c", KILL_WHILE_SAVING, "13", "train", *TINY_RUN_ARGS,
+                             "--checkpoint-every", "1", "--output-dir", str(run_dir)],
+                            env=growres_env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    half = run_dir / "checkpoints" / ".tmp-step-00000013"
+    assert (half / "model.safetensors").is_file() and not (half / "growth.json").exists()  # killed mid-save
     complete = RunFolder(run_dir).checkpoints()
-    assert complete and all((c / "growth.json").is_file() and (c / "model.safetensors").is_file() for c in complete)
+    assert [c.name for c in complete] == [f"step-{n:08d}" for n in range(1, 13)]
+    assert all((c / "growth.json").is_file() and (c / "model.safetensors").is_file() for c in complete)
     assert not (run_dir / "final").exists()
 
     result = run_growres("train", *TINY_RUN_ARGS, "--resume", "latest", "--output-dir", str(run_dir),
                          env=growres_env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_resumed_from(result, complete[-1], run_dir, tiny_run)  # step 12: right after the first interpolation
     assert_same_weights(tiny_run / "final", run_dir / "final")
 
 
@@ -276,16 +339,44 @@ BAD_COMMANDS = [
 ]
 
 
+@pytest.fixture
+def in_process_env(growres_env, monkeypatch):
+    """growres_env for `growres` called in this process (growres.cli.main)."""
+    for name in ("GROWRES_CACHE", "OMP_NUM_THREADS", "HF_DATASETS_OFFLINE", "TQDM_DISABLE"):
+        monkeypatch.setenv(name, growres_env[name])
+
+
+def assert_one_line_error(code: int, err: str, message: str) -> None:
+    assert code == 2, err
+    assert err.startswith("growres: error: ") and err.count("\n") == 1 and message in err, err
+
+
 @needs_fashion_mnist
 @pytest.mark.parametrize("args, message", BAD_COMMANDS)
-def test_bad_input_gives_one_clear_line(growres_env, tmp_path, args, message):
+def test_bad_input_gives_one_clear_line(in_process_env, tmp_path, capsys, args, message):
     run_dir = tmp_path / "run"
-    result = run_growres("train", "--epochs", "3", "--max-train-samples", "100", "--output-dir", str(run_dir),
-                         *args, env=growres_env)
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0 or "error:" in result.stderr.strip().splitlines()[-1]
-    assert not (run_dir / "final").exists()
+    code = main(["train", "--epochs", "3", "--max-train-samples", "100", "--output-dir", str(run_dir), *args])
+    assert_one_line_error(code, capsys.readouterr().err, message)
+    assert not run_dir.exists()  # refused before the run folder is made
+
+
+def test_bad_input_from_the_command_line_is_one_line_without_a_traceback(growres_env, tmp_path):
+    """The same refusals as above, through the installed entry point in a fresh interpreter."""
+    result = run_growres("train", "--batch-size", "0", "--output-dir", str(tmp_path / "run"), env=growres_env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["growres: error: --batch-size must be a positive integer, got 0."]
+
+
+@needs_fashion_mnist
+def test_a_failure_after_the_run_folder_is_made_removes_it(tiny_run, in_process_env, tmp_path, capsys):
+    """A checkpoint that cannot be loaded fails after the run folder is created: no empty folder is left behind."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run / "checkpoints" / "step-00000012", broken)
+    (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:1000])
+    run_dir = tmp_path / "run"
+    code = main(["train", *TINY_RUN_ARGS, "--resume", str(broken), "--output-dir", str(run_dir)])
+    assert_one_line_error(code, capsys.readouterr().err, f"Cannot load the checkpoint {broken}")
+    assert not run_dir.exists()
 
 
 def test_missing_column_is_a_clear_error(growres_env, tmp_path):
@@ -311,11 +402,85 @@ def test_existing_run_folder_is_never_overwritten(finished_other_run, growres_en
 
 
 @needs_fashion_mnist
-def test_resume_from_another_run_is_refused(finished_other_run, growres_env, tmp_path):
-    checkpoint = finished_other_run / "checkpoints" / "step-00000012"
-    result = run_growres("train", *TINY_RUN_ARGS[2:], "--model", "growres_wrn50i", "--resume", str(checkpoint),
-                         "--output-dir", str(tmp_path / "other"), env=growres_env)
-    assert result.returncode == 2 and "another run" in result.stderr and "Traceback" not in result.stderr
+def test_resume_from_another_run_is_refused(tiny_run, in_process_env, tmp_path, capsys):
+    checkpoint = tiny_run / "checkpoints" / "step-00000012"
+    code = main(["train", *TINY_RUN_ARGS[2:], "--model", "growres_wrn50i", "--resume", str(checkpoint),
+                 "--output-dir", str(tmp_path / "other")])
+    assert_one_line_error(code, capsys.readouterr().err, "belongs to another run (growres_resnet50i on fashion-mnist)")
+    assert not (tmp_path / "other").exists()
+
+
+@needs_fashion_mnist
+def test_resume_from_another_datasets_checkpoint_is_refused(tiny_run, in_process_env, tmp_path, capsys):
+    """Same model, same flags, other data: the checkpoint's data fingerprint (name, classes, sizes) differs."""
+    data = _image_dataset(tmp_path, ("img", "label"), 32)
+    capsys.readouterr()  # the dataset's saving progress
+    checkpoint = tiny_run / "checkpoints" / "step-00000012"
+    code = main(["train", *TINY_RUN_ARGS, "--dataset-id", str(data), "--resume", str(checkpoint),
+                 "--output-dir", str(tmp_path / "other")])
+    assert_one_line_error(code, capsys.readouterr().err,
+                          f"(growres_resnet50i on fashion-mnist); this run is growres_resnet50i on {data}")
+    assert not (tmp_path / "other").exists()
+
+
+@needs_fashion_mnist
+def test_default_optimizer_is_classical_momentum_sgd(tiny_run):
+    """Section 5.2: SGD with momentum 0.9, not Nesterov's (timm's 'sgd'); TINY_RUN_ARGS leave --opt at its default."""
+    assert RunFolder(tiny_run).config()["opt"] == "momentum"
+    state = torch.load(tiny_run / "checkpoints" / "step-00000012" / "optimizer.bin", weights_only=True)
+    sgd_defaults = set(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).defaults)
+    for group in state["param_groups"]:
+        assert set(group) - {"params"} == sgd_defaults  # torch.optim.SGD's state, not another optimizer's
+        assert (group["momentum"], group["dampening"], group["nesterov"]) == (0.9, 0, False)
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("model, cycles, layers", [
+    ("growres_resnet50i", "1,2", [[4, 4, 4], [8, 8, 8]]),  # its own plan: two interpolations
+    pytest.param("resnet18", "1", [[4, 4, 4, 4]], marks=pytest.mark.slow),  # 11M parameters: a minute on 2 cores
+])
+def test_identity_growth_drop_path_and_epoch_checkpoints(growres_env, tmp_path, model, cycles, layers):
+    """--strategy identity keeps the function through growth, --drop-path-rate reaches the model, --checkpoint-every
+    epoch writes one checkpoint per epoch (2 steps each); the same for a timm ResNet."""
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--model", model, "--strategy", "identity", "--drop-path-rate", "0.1",
+                         "--checkpoint-every", "epoch", "--epochs", str(len(layers) + 1), "--cycles", cycles,
+                         "--max-train-samples", "100", "--max-eval-samples", "20", "--batch-size", "50", "--lr-max",
+                         "0.05", "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(run_dir)
+    epochs = range(1, len(layers) + 2)
+    assert [c.name for c in run.checkpoints()] == [f"step-{2 * e:08d}" for e in epochs]
+    assert [json.loads((c / "growth.json").read_text())["epoch"] for c in run.checkpoints()] == list(epochs)
+    assert [(g["step"], g["layers"]) for g in run.growth_records()] == [(2 * e, n) for e, n in zip(epochs, layers)]
+    assert run.config()["strategy"] == "identity"
+    final = json.loads((run.final_dir / "config.json").read_text())["model_args"]
+    assert final["drop_path_rate"] == 0.1 and final["layers"] == layers[-1]
+    # identity: the model right after the first growth (checkpoint step 2) computes what cycle 1's model computed
+    before = timm.create_model(f"local-dir:{run.cycle_dirs()[0]}", pretrained=True).eval()
+    after = timm.create_model(f"local-dir:{run.cycle_dirs()[1]}", pretrained=True).eval()
+    trained = copy.deepcopy(after)
+    after.load_state_dict(load_file(run.checkpoints()[0] / "model.safetensors"))
+    x = torch.randn(4, *before.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(after(x), before(x), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(trained(x), before(x), atol=1e-3)  # the last epoch trained it on
+
+
+@needs_fashion_mnist
+def test_no_grow_restarts_the_lr_at_the_same_depth(growres_env, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--model", "growres_resnet50i", "--no-grow", "--epochs", "2", "--cycles", "1",
+                         "--max-train-samples", "100", "--max-eval-samples", "20", "--batch-size", "50",
+                         "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(run_dir)
+    assert run.config()["grow"] is False and run.growth_records() == []
+    rows = run.metrics()
+    assert [r["layers"] for r in rows] == [[2, 2, 2], [2, 2, 2]] and [r["step_size"] for r in rows] == [1.0, 1.0]
+    # each epoch's last step is the second step of its cycle: the same LR only if the LR restarted at epoch 2
+    assert rows[0]["lr"] == rows[1]["lr"] == pytest.approx(0.001 + 0.5 * (0.5 - 0.001))
+    assert [d.name for d in run.cycle_dirs()] == ["cycle-1", "cycle-2"]
 
 
 @needs_fashion_mnist
@@ -334,6 +499,7 @@ SPEED_FLAGS = ["--mixed-precision", "bf16", "--channels-last", "--grad-accum", "
                "--model-ema", "--log-with", "tensorboard"]
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_speed_flags_ema_and_resume_work_together(growres_env, tmp_path):
     args = ["train", "--epochs", "3", "--max-train-samples", "400", "--max-eval-samples", "100", *SPEED_FLAGS]
@@ -344,18 +510,50 @@ def test_speed_flags_ema_and_resume_work_together(growres_env, tmp_path):
     assert all("ema_test_acc" in r for r in run.metrics())
     assert list((tmp_path / "a" / "growres").iterdir())  # tensorboard event files
     # resume right after the first interpolation (step 2 of 2 steps an epoch), EMA and all
-    resumed = run_growres(*args, "--resume", str(tmp_path / "a" / "checkpoints" / "step-00000002"),
-                          "--output-dir", str(tmp_path / "b"), env=growres_env)
+    checkpoint = tmp_path / "a" / "checkpoints" / "step-00000002"
+    resumed = run_growres(*args, "--resume", str(checkpoint), "--output-dir", str(tmp_path / "b"), env=growres_env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_resumed_from(resumed, checkpoint, tmp_path / "b", tmp_path / "a", steps_per_epoch=2)
     assert_same_weights(tmp_path / "a" / "final", tmp_path / "b" / "final")
     assert [r["ema_test_acc"] for r in RunFolder(tmp_path / "b").metrics()] == pytest.approx(
         [r["ema_test_acc"] for r in run.metrics()], abs=1e-6)
 
 
+# Runs `growres train` and reports, after each growth, whether the scheduler's model is a torch.compile wrapper and
+# how many graphs dynamo has compiled so far.
+COMPILE_REPORT = """
+import json, sys
+from torch._dynamo.utils import counters
+from growres.cli import main
+from growres.scheduler import GrowthScheduler
+
+grow, report = GrowthScheduler._grow, {"growths": []}
+
+def grow_and_record(self, *args, **kwargs):
+    record = grow(self, *args, **kwargs)
+    report["growths"].append(dict(compiled=type(self.model).__name__ == "OptimizedModule",
+                                  graphs_before=counters["stats"]["unique_graphs"]))
+    return record
+
+GrowthScheduler._grow = grow_and_record
+code = main(sys.argv[2:])
+report["graphs_at_end"] = counters["stats"]["unique_graphs"]
+open(sys.argv[1], "w").write(json.dumps(report))
+sys.exit(code)
+"""
+
+
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_compile_recompiles_after_growth(growres_env, tmp_path):
-    result = run_growres("train", "--epochs", "3", "--max-train-samples", "200", "--max-eval-samples", "100",
-                         "--compile", "--output-dir", str(tmp_path / "run"), env=growres_env, timeout=1200)
+    report_path = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-c", COMPILE_REPORT, str(report_path), "train", "--epochs", "3",
+                             "--max-train-samples", "200", "--max-eval-samples", "100", "--compile", "--output-dir",
+                             str(tmp_path / "run")], env=growres_env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["layers"] for r in RunFolder(tmp_path / "run").metrics()] == [[2, 2, 2], [4, 4, 4], [8, 8, 8]]
+    report = json.loads(report_path.read_text())
+    assert [g["compiled"] for g in report["growths"]] == [True, True]  # the grown model is compiled again
+    # each depth compiles its own graphs: the count grows after each growth
+    graphs = [g["graphs_before"] for g in report["growths"]] + [report["graphs_at_end"]]
+    assert graphs[0] > 0 and graphs[0] < graphs[1] < graphs[2], graphs
