@@ -66,11 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)  # flags that check their own values raise GrowresError
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 2
         args.func(args)
     except GrowresError as err:
         print(f"growres: error: {err}", file=sys.stderr)

@@ -169,7 +169,7 @@ class _ParseModelKwargs(ParseKwargs):
     def __call__(self, parser, namespace, values, option_string=None):
         malformed = [value for value in values if value and "=" not in value]
         if malformed:
-            parser.error(f"{option_string} takes KEY=VALUE items (e.g. patch_size=4), got {malformed[0]!r}")
+            raise GrowresError(f"{option_string} takes KEY=VALUE items (e.g. patch_size=4), got {malformed[0]!r}.")
         super().__call__(parser, namespace, values, option_string)
 
 

@@ -11,7 +11,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import TINY_RUN_ARGS, needs_fashion_mnist, run_growres
+from conftest import FASHION_MNIST_AVAILABLE, TINY_RUN_ARGS, needs_fashion_mnist, run_growres
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from safetensors.torch import load_file, save_file
@@ -340,10 +340,16 @@ BAD_COMMANDS = [
 
 
 @pytest.fixture
-def in_process_env(growres_env, monkeypatch):
-    """growres_env for `growres` called in this process (growres.cli.main)."""
+def in_process_env(growres_env, monkeypatch, capsys):
+    """growres_env for `growres` called in this process (growres.cli.main), with Fashion-MNIST already converted
+    into its cache: the first conversion's progress bars (tqdm reads TQDM_DISABLE at import, too late here) are
+    not part of any error a test reads."""
     for name in ("GROWRES_CACHE", "OMP_NUM_THREADS", "HF_DATASETS_OFFLINE", "TQDM_DISABLE"):
         monkeypatch.setenv(name, growres_env[name])
+    if FASHION_MNIST_AVAILABLE:
+        load_image_data("fashion-mnist", max_train_samples=1, max_eval_samples=1,
+                        cache_dir=growres_env["GROWRES_CACHE"])
+        capsys.readouterr()
 
 
 def assert_one_line_error(code: int, err: str, message: str) -> None:
