@@ -395,7 +395,8 @@ def test_growres_model_args_record_the_grown_model(name):
 
 def test_a_new_adapter_takes_precedence_over_the_first_registered(monkeypatch):
     monkeypatch.setattr(growres.growth, "_ADAPTERS", list(growres.growth._ADAPTERS))
-    first = growres.registered_adapters()[0]
+    first = next(a for a in growres.registered_adapters() if a.name == "growres")  # growres.growth registers it first
+    assert growres.registered_adapters()[0] is first
     model = timm.create_model(first.examples[0])
     register_adapter(GrowthAdapter(**{**first.__dict__, "name": "override"}))
     assert growres.get_adapter(model).name == "override"
