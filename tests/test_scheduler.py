@@ -527,7 +527,7 @@ def test_param_group_lr_scale_multiplies_the_schedules_lr():
 def test_a_plan_in_epochs_of_one_step_each():
     assert GrowthPlan(cycles=(1, 2), total=3).to_steps(1) == ((1, 2), 3)
     for steps_per_epoch in (None, 0):
-        with pytest.raises(GrowresError, match="A plan in epochs needs steps_per_epoch"):
+        with pytest.raises(GrowresError, match="^A plan in epochs needs steps_per_epoch"):
             GrowthPlan().to_steps(steps_per_epoch)
 
 
@@ -563,7 +563,7 @@ def test_load_refuses_a_state_behind_in_growths_or_in_cycles():
         grown.step()
     for behind in (dict(records=[]), dict(cycle=0)):  # each alone is an earlier state
         state = {**grown.state_dict(), **behind}
-        with pytest.raises(GrowresError, match="Cannot load a growth state from an earlier cycle"):
+        with pytest.raises(GrowresError, match="^Cannot load a growth state from an earlier cycle"):
             grown.load_state_dict(state)
 
 
