@@ -324,3 +324,98 @@ def test_shortcut_is_what_a_block_computes_without_its_branch(name):
             adapter.scale_branch(block, 0.0)
             torch.testing.assert_close(block(inputs[block]), adapter.shortcut(block, inputs[block]), atol=0, rtol=0)
     assert any(adapter.is_transition(b) for b in blocks) == name.startswith("resnetv2")
+
+
+def assert_same_drop_paths(blocks, expected_blocks, path="drop_path"):
+    """The same stochastic-depth module in each block as timm builds (None, Identity or DropPath), at the same rate."""
+    modules, expected = [getattr(b, path) for b in blocks], [getattr(b, path) for b in expected_blocks]
+    assert [type(m) for m in modules] == [type(m) for m in expected]
+    assert [getattr(m, "drop_prob", 0.0) for m in modules] == pytest.approx(
+        [getattr(m, "drop_prob", 0.0) for m in expected])
+
+
+def resnet_blocks(model):
+    return [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_timm_resnet_drop_paths_are_what_timm_builds_at_the_grown_depth(rate):
+    """timm leaves ``drop_path`` None where the rate is 0 (no DropPath(0.0) module at all)."""
+    model = timm.create_model("resnet18", num_classes=10, drop_path_rate=rate)
+    interpolate(model)
+    direct = timm.create_model("resnet18", num_classes=10, drop_path_rate=rate, layers=stage_layers(model))
+    assert_same_drop_paths(resnet_blocks(model), resnet_blocks(direct))
+    assert resnet_blocks(model)[0].drop_path is None
+
+
+def test_vit_of_depth_one_grows_to_what_timm_builds_at_depth_two():
+    """Two blocks after growth: timm's rates run from 0 to the full rate over them."""
+    vit = timm.create_model("vit_tiny_patch16_224", **VIT, depth=1, drop_path_rate=0.2)
+    interpolate(vit)
+    direct = timm.create_model("vit_tiny_patch16_224", **VIT, depth=2, drop_path_rate=0.2)
+    for path in ("drop_path1", "drop_path2"):
+        assert_same_drop_paths(vit.blocks, direct.blocks, path)
+        assert getattr(vit.blocks[-1], path).drop_prob == pytest.approx(0.2)
+    assert vit.feature_info == direct.feature_info
+
+
+def test_a_timm_resnet_built_without_create_model_grows():
+    """A model made from its class has no ``_model_args``: growth must not need them (rate 0)."""
+    from timm.models.resnet import BasicBlock, ResNet
+    model = ResNet(block=BasicBlock, layers=(2, 2, 2, 2), num_classes=10)
+    interpolate(model)
+    assert stage_layers(model) == (4, 4, 4, 4)
+    assert all(b.drop_path is None for b in resnet_blocks(model))
+    assert model._model_args["layers"] == (4, 4, 4, 4)
+
+
+def test_a_timm_resnet_with_squeeze_excitation_is_refused():
+    """An SE gate depends on its input's scale, so the ResNet adapter must not claim such a model."""
+    model = timm.create_model("resnet18", num_classes=10, block_args=dict(attn_layer="se"))
+    assert all(b.se is not None for b in resnet_blocks(model))
+    with pytest.raises(GrowresError, match="No growth adapter matches ResNet"):
+        growres.get_adapter(model)
+
+
+@pytest.mark.parametrize("name", ["growres_resnet50i", "growres_resnet14"])
+def test_growres_model_args_record_the_grown_model(name):
+    """timm's export arguments after growth rebuild the grown model: its depth, h and the interpolations left."""
+    model = timm.create_model(name, num_classes=10)
+    planned = model.interpolations
+    interpolate(model)
+    assert model.interpolations == max(planned - 1, 0)  # growing past the plan leaves none to come, never fewer
+    args = timm.models._input.get_model_args(model)
+    assert (args["layers"], args["step_size"], args["interpolations"]) == (
+        model.layers, model.step_size, model.interpolations)
+    rebuilt = timm.create_model(name, **args)
+    assert (rebuilt.layers, rebuilt.step_size, rebuilt.interpolations) == (
+        model.layers, model.step_size, model.interpolations)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_a_new_adapter_takes_precedence_over_the_first_registered(monkeypatch):
+    monkeypatch.setattr(growres.growth, "_ADAPTERS", list(growres.growth._ADAPTERS))
+    first = next(a for a in growres.registered_adapters() if a.name == "growres")  # growres.growth registers it first
+    assert growres.registered_adapters()[0] is first
+    model = timm.create_model(first.examples[0])
+    register_adapter(GrowthAdapter(**{**first.__dict__, "name": "override"}))
+    assert growres.get_adapter(model).name == "override"
+
+
+def test_messages_name_the_fix():
+    with pytest.raises(GrowresError) as exc:
+        growres.get_adapter(nn.Sequential(nn.Linear(2, 2)))
+    known = ", ".join(a.name for a in reversed(growres.registered_adapters()))
+    assert f"No growth adapter matches Sequential (known: {known})." in str(exc.value)
+    assert "Register one with growres.register_adapter(growres.GrowthAdapter(...))" in str(exc.value)
+    assert "are, which blocks change shape" in str(exc.value)
+
+    ddp = nn.parallel.DistributedDataParallel.__new__(nn.parallel.DistributedDataParallel)  # no process group
+    with pytest.raises(GrowresError, match=r"DistributedDataParallel wrapper \(accelerator\.unwrap_model\(model\)\); "
+                                           "GrowthScheduler re-prepares"):
+        growres.get_adapter(ddp)
+
+    with pytest.raises(GrowresError, match="choose one of copy, identity"):
+        interpolate(timm.create_model("growres_resnet14"), strategy="random")
+    with pytest.raises(GrowresError, match="after it, so interpolation has nothing to copy"):
+        interpolate(timm.create_model("growres_resnet14", layers=(2, 1, 2)))

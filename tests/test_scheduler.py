@@ -493,3 +493,118 @@ def test_ema_grows_with_the_schedulers_strategy():
         after = ema.module.eval()(x)
     assert ema.module.layers == (4, 4, 4)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)  # identity growth: the EMA computes the same
+
+
+@pytest.mark.parametrize("lr_max, lr_min", [(0.5, 0.0), (0.1, 0.1)])
+def test_lr_bounds_may_meet_and_lr_min_may_be_zero(lr_max, lr_min):
+    scheduler = make(lr_max=lr_max, lr_min=lr_min)
+    lrs = [scheduler.lr]
+    for _ in range(STEP_PLAN.total):
+        scheduler.step()
+        lrs.append(scheduler.optimizer.param_groups[0]["lr"])
+    assert lrs[0] == lrs[3] == lrs[6] == lr_max and lrs[-1] == pytest.approx(lr_min)
+    assert all(lr_min <= lr <= lr_max for lr in lrs)
+
+
+@pytest.mark.parametrize("lr_max, lr_min", [(0.0, 0.0), (-0.1, 0.0), (0.5, -0.1)])
+def test_lr_max_must_be_positive_and_lr_min_not_negative(lr_max, lr_min):
+    with pytest.raises(GrowresError, match="Need 0 <= lr_min <= lr_max and lr_max > 0"):
+        make(lr_max=lr_max, lr_min=lr_min)
+
+
+def test_param_group_lr_scale_multiplies_the_schedules_lr():
+    """timm's layer-wise decay gives groups an ``lr_scale``: each group's LR is the schedule's LR times it."""
+    torch.manual_seed(0)
+    model = timm.create_model("growres_resnet50i", num_classes=10)
+    params = list(model.parameters())
+    optimizer = torch.optim.SGD([{"params": params[:2], "lr_scale": 0.1}, {"params": params[2:]}], lr=0.5)
+    scheduler = GrowthScheduler(model, optimizer, STEP_PLAN, lr_max=0.5)
+    for _ in range(4):  # through a growth, which rebuilds the groups
+        assert [g["lr"] for g in scheduler.optimizer.param_groups] == pytest.approx([0.1 * scheduler.lr, scheduler.lr])
+        scheduler.step()
+
+
+def test_a_plan_in_epochs_of_one_step_each():
+    assert GrowthPlan(cycles=(1, 2), total=3).to_steps(1) == ((1, 2), 3)
+    for steps_per_epoch in (None, 0):
+        with pytest.raises(GrowresError, match="^A plan in epochs needs steps_per_epoch"):
+            GrowthPlan().to_steps(steps_per_epoch)
+
+
+def test_lr_stays_at_lr_min_past_the_end():
+    for step in (160, 161, 400, 1000):
+        assert cyclic_cosine_lr(step, (60, 110), 160, 0.5, 0.001) == pytest.approx(0.001)
+
+
+def test_rebuild_optimizer_keeps_parameters_outside_the_model_and_the_defaults():
+    """An optimizer may hold parameters the model does not (a learned loss temperature): they stay, last in their
+    group; and the rebuilt optimizer has the same defaults, for groups added later (add_param_group)."""
+    torch.manual_seed(0)
+    model = timm.create_model("growres_resnet14", num_classes=10)
+    temperature = torch.nn.Parameter(torch.ones(()))
+    optimizer = torch.optim.SGD([*model.parameters(), temperature], lr=0.3, momentum=0.9, weight_decay=1e-4)
+    rebuilt = rebuild_optimizer(optimizer, model, growres.grow(model))
+    assert rebuilt.param_groups[0]["params"][-1] is temperature
+    assert len(rebuilt.param_groups[0]["params"]) == len(list(model.parameters())) + 1
+    assert rebuilt.defaults == optimizer.defaults
+
+
+def test_growth_records_have_no_epoch_for_a_plan_in_steps():
+    scheduler = make(steps_per_epoch=10)  # given but unused: the plan is in steps
+    for _ in range(2):
+        scheduler.step()
+    record = scheduler.step()
+    assert record is not None and record.step == 3 and record.epoch is None
+
+
+def test_load_refuses_a_state_behind_in_growths_or_in_cycles():
+    grown = make()
+    for _ in range(3):
+        grown.step()
+    for behind in (dict(records=[]), dict(cycle=0)):  # each alone is an earlier state
+        state = {**grown.state_dict(), **behind}
+        with pytest.raises(GrowresError, match="^Cannot load a growth state from an earlier cycle"):
+            grown.load_state_dict(state)
+
+
+def test_load_refuses_a_state_whose_depth_does_not_match_its_growths():
+    scheduler = make()
+    for _ in range(3):
+        scheduler.step()
+    state = {**scheduler.state_dict(), "layers": [8, 8, 8]}  # edited: one growth recorded, two growths' depth
+    expected = re.escape("Rebuilt depth (4, 4, 4) differs from the checkpoint's (8, 8, 8)")
+    with pytest.raises(GrowresError, match=expected):
+        make().load_state_dict(state)
+
+
+def test_load_into_a_trained_scheduler_starts_the_grown_optimizer_without_state():
+    """The checkpoint's optimizer state is loaded next: momentum of the run being replaced must not carry over."""
+    source = make()
+    for _ in range(3):
+        source.step()
+    target = make()
+    train_steps(target, 1)
+    assert len(target.optimizer.state) > 0
+    target.load_state_dict(source.state_dict())
+    assert target.layers == (4, 4, 4) and len(target.optimizer.state) == 0
+
+
+def test_a_compiled_model_under_accelerate_is_seen_through():
+    """accelerate's unwrap keeps torch.compile's wrapper by default: the scheduler must reach the model under it."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = timm.create_model("growres_resnet14", num_classes=10)
+    compiled, optimizer = accelerator.prepare(torch.compile(model), torch.optim.SGD(model.parameters(), lr=0.1))
+    scheduler = GrowthScheduler(compiled, optimizer, GrowthPlan(cycles=(3,), total=6, unit="step", grow=False),
+                                accelerator=accelerator)
+    assert scheduler._bare_model() is model and scheduler.layers == model.layers
+
+
+def test_scheduler_messages_name_the_fix():
+    with pytest.raises(GrowresError, match="choose one of copy, identity"):
+        make(strategy="random")
+    with pytest.raises(GrowresError) as exc:
+        make("growres_resnet50")
+    assert "The model is already at its final depth" in str(exc.value)
+    assert "left): train it with GrowthPlan(grow=False) to restart the LR" in str(exc.value)
