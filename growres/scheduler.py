@@ -29,7 +29,7 @@ from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
 from .growth import STRATEGIES, get_adapter, grow, is_sharded, stage_layers, uncompiled
 
-__all__ = ["GrowthPlan", "GrowthRecord", "GrowthScheduler", "cyclic_cosine_lr", "rebuild_optimizer"]
+__all__ = ["GrowthPlan", "GrowthRecord", "GrowthScheduler", "cyclic_cosine_lr", "rebuild_optimizer", "unwrapped"]
 
 PAPER_EPOCHS = 160
 PAPER_CYCLES = (60, 110)  # Section 5.2: interpolate at epochs 60 and 110 of 160
@@ -116,6 +116,17 @@ def _constructor_defaults(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return dict(optimizer.defaults)
     return {key: value for key, value in optimizer.defaults.items() if key in parameters}
+
+
+def unwrapped(model: nn.Module, accelerator: Any = None) -> nn.Module:
+    """The module under DDP and torch.compile wrappers, with accelerate's mixed-precision forward kept.
+
+    ``accelerator.unwrap_model(model, keep_fp32_wrapper=False)`` removes that forward from the *live* model, so
+    mixed precision would silently end; growth strips it only right before preparing the grown model anew.
+    """
+    if accelerator is not None:
+        return accelerator.unwrap_model(model, keep_fp32_wrapper=True, keep_torch_compile=False)
+    return uncompiled(model)
 
 
 def rebuild_optimizer(
@@ -285,9 +296,7 @@ class GrowthScheduler:
     # -- growth ---------------------------------------------------------------------------------------
 
     def _bare_model(self) -> nn.Module:
-        if self.accelerator is not None:
-            return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
-        return uncompiled(self.model)
+        return unwrapped(self.model, self.accelerator)
 
     def _grow(self, carry_state: bool = True) -> GrowthRecord:
         started = time.perf_counter()
@@ -319,6 +328,7 @@ class GrowthScheduler:
             # Under accelerate's FSDP2 the model was re-sharded above; prepare() leaves an FSDPModule as it is and
             # re-points the optimizer at its parameters by name (untested: accelerate does not shard on CPU).
             model.__dict__.pop("_is_accelerate_prepared", None)
+            accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # prepare() wraps its forward in autocast anew
             dataloaders = list(accelerator._dataloaders)
             step = accelerator.step
             accelerator.free_memory()

@@ -36,7 +36,7 @@ from .data import DATASETS, ImageData, dataset_fingerprint, load_image_data
 from .errors import GrowresError
 from .growth import STRATEGIES, get_adapter
 from .runs import RunFolder, export_model, write_text_atomic
-from .scheduler import GrowthPlan, GrowthScheduler
+from .scheduler import GrowthPlan, GrowthScheduler, unwrapped
 from .time_saved import theoretical_time_saved
 
 __all__ = [
@@ -407,11 +407,6 @@ def plot_accuracy(run: RunFolder) -> None:
     os.replace(run.plot_path.with_name(".tmp-accuracy.png"), run.plot_path)
 
 
-def _bare(accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    """The model without DDP, mixed-precision or torch.compile wrappers."""
-    return accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)
-
-
 class _Run:
     """The mutable state of one training run: history, timings and the run folder's files."""
 
@@ -545,10 +540,10 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
     plan = _resolve_plan(config, model)
     config.cycles, config.grow = plan.cycles, plan.grow
     predicted_saving = theoretical_time_saved(plan, model, data.input_size)
+    # the EMA copies the model before prepare() wraps its forward (a copied wrapper would call the live model)
+    ema = ModelEmaV3(model, decay=config.model_ema_decay, device=accelerator.device) if config.model_ema else None
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
-    ema = None
-    if config.model_ema:
-        ema = ModelEmaV3(_bare(accelerator, model), decay=config.model_ema_decay)
+    if ema is not None:
         accelerator.register_for_checkpointing(ema)
 
     # 4. The growth scheduler: cyclic cosine LR of Eq. 9 and interpolation at the cycle starts
@@ -617,7 +612,7 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
             if not accelerator.sync_gradients:
                 continue
             if ema is not None:
-                ema.update(_bare(accelerator, scheduler.model))
+                ema.update(unwrapped(scheduler.model, accelerator))
             lr = scheduler.lr
             run.epoch_seconds += time.perf_counter() - clock
             if batch_idx == batches - 1:  # the epoch's last step: evaluate the model it trained, before growth
@@ -682,14 +677,14 @@ def _end_cycle(run: _Run, scheduler, eval_loader, data, accelerator, data_config
     run.cycles = [c for c in run.cycles if c["cycle"] != cycle] + [info]
     if accelerator.is_main_process:
         directory = run.folder.cycles_dir / f"cycle-{cycle}"
-        export_model(_bare(accelerator, scheduler.model), directory, data_config)
+        export_model(unwrapped(scheduler.model, accelerator), directory, data_config)
         write_text_atomic(directory / "metrics.json", json.dumps(info, indent=2))
     accelerator.wait_for_everyone()
 
 
 def _finish(run: _Run, scheduler, config: TrainConfig, data: ImageData, accelerator, data_config,
             predicted_saving: float) -> dict[str, Any]:
-    model = _bare(accelerator, scheduler.model)
+    model = unwrapped(scheduler.model, accelerator)
     final = run.history[-1]
     summary = {
         "model": config.model, "dataset": data.name, "num_classes": data.num_classes,

@@ -608,3 +608,33 @@ def test_scheduler_messages_name_the_fix():
         make("growres_resnet50")
     assert "The model is already at its final depth" in str(exc.value)
     assert "left): train it with GrowthPlan(grow=False) to restart the LR" in str(exc.value)
+
+
+def test_mixed_precision_survives_the_scheduler_and_growth():
+    """accelerate's autocast forward stays on the live model: reading the model (depth, h) and growing it must
+    not strip it, or bf16 training silently becomes fp32."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a process-wide singleton: earlier tests set "no"
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    model = timm.create_model("growres_resnet50i", num_classes=10)
+    model, optimizer = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    scheduler = GrowthScheduler(model, optimizer, GrowthPlan(cycles=(1, 2), total=3, unit="step"),
+                                accelerator=accelerator)
+
+    def stem_output_dtype() -> torch.dtype:
+        dtypes = []
+        hook = growres.scheduler.unwrapped(scheduler.model, accelerator).stem.register_forward_hook(
+            lambda module, args, out: dtypes.append(out.dtype))
+        logits = scheduler.model(torch.randn(2, 3, 32, 32))
+        hook.remove()
+        assert logits.dtype == torch.float32  # accelerate hands fp32 outputs back
+        return dtypes[0]
+
+    assert stem_output_dtype() == torch.bfloat16
+    for layers in ((4, 4, 4), (8, 8, 8)):
+        assert scheduler.layers and scheduler.step_size  # reading the model must not unwrap it
+        scheduler.step()
+        assert scheduler.layers == layers and stem_output_dtype() == torch.bfloat16
+    AcceleratorState._reset_state(reset_partial_state=True)  # later tests get their own precision
