@@ -76,7 +76,8 @@ def growres_train(layers: tuple[int, ...] | None, epochs: int, cycles: tuple[int
     """images/s of each epoch and the growth events of one `growres train` run."""
     out = workdir / f"run-{time.monotonic_ns()}"
     command = [sys.executable, "-m", "growres", "train", *model_args(layers), "--epochs", str(epochs),
-               "--max-train-samples", str(size["images"]), "--max-eval-samples", "500", "--output-dir", str(out)]
+               "--max-train-samples", str(size["images"]), "--max-eval-samples", "500", "--output-dir", str(out),
+               "--no-channels-last"]  # the plain loop's layout: the comparison is of loops alone
     command += ["--cycles", ",".join(map(str, cycles))] if cycles else ["--no-grow"]
     run_json(command)
     rows = RunFolder(out).metrics()

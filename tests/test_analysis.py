@@ -370,6 +370,7 @@ class Shortcut(nn.Module):
         return self.block.shortcut(x)
 
 
+@pytest.mark.slow  # ~45 s: every lesion and a shuffle evaluated twice, by the library and by hand
 @needs_fashion_mnist
 def test_lesion_accuracies_equal_models_lesioned_by_hand(tiny_run, growres_env):
     """On the tiny run's cycle-1 model (2-2-2 blocks) and its 300 test images, labelled with the model's own

@@ -178,6 +178,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
     assert_same_weights(tiny_run / "final", run_dir / "final")
 
 
+@pytest.mark.slow  # a training run of its own
 @needs_fashion_mnist
 def test_config_file_with_flags_winning(growres_env, tmp_path):
     config = tmp_path / "config.yaml"
@@ -209,6 +210,7 @@ TIMM_MODELS = [
 ]
 
 
+@pytest.mark.slow  # a training run of its own
 @needs_fashion_mnist
 @pytest.mark.parametrize("model, extra_args, first, grown, grown_args, size", TIMM_MODELS)
 def test_timm_models_train_on_fashion_mnist(growres_env, tmp_path, model, extra_args, first, grown, grown_args,
@@ -227,6 +229,7 @@ def test_timm_models_train_on_fashion_mnist(growres_env, tmp_path, model, extra_
     assert reloaded(torch.zeros(1, 3, size, size)).shape == (1, 10)
 
 
+@pytest.mark.slow  # a training run of its own
 @needs_fashion_mnist
 def test_img_size_and_model_kwargs_from_a_config_file(growres_env, tmp_path):
     """--img-size resizes the data and builds the ViT for it; --model-kwargs reach timm from YAML and come back."""
@@ -291,6 +294,7 @@ def _image_dataset(tmp_path: Path, columns: tuple[str, str], size: int, n: int =
     return path
 
 
+@pytest.mark.slow  # a training run of its own
 @pytest.mark.parametrize("columns, size, extra_args", [
     (("img", "label"), 32, []),  # CIFAR-10 schema
     (("img", "fine_label"), 32, ["--label-column", "fine_label"]),  # CIFAR-100 schema
@@ -473,6 +477,7 @@ def test_identity_growth_drop_path_and_epoch_checkpoints(growres_env, tmp_path, 
         assert not torch.allclose(trained(x), before(x), atol=1e-3)  # the last epoch trained it on
 
 
+@pytest.mark.slow  # a training run of its own
 @needs_fashion_mnist
 def test_no_grow_restarts_the_lr_at_the_same_depth(growres_env, tmp_path):
     run_dir = tmp_path / "run"
@@ -489,6 +494,7 @@ def test_no_grow_restarts_the_lr_at_the_same_depth(growres_env, tmp_path):
     assert [d.name for d in run.cycle_dirs()] == ["cycle-1", "cycle-2"]
 
 
+@pytest.mark.slow  # a training run of its own
 @needs_fashion_mnist
 def test_example_script_is_the_same_code_path(growres_env, tmp_path):
     result = subprocess.run([sys.executable, str(EXAMPLE), "--model", "growres_resnet14", "--epochs", "1",

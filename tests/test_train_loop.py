@@ -56,3 +56,24 @@ def test_epoch_sums_stay_on_the_device_and_match_the_batches(steps):
         expected += torch.tensor([loss.item() * 7, (logits.argmax(-1) == labels).sum().item(), 7], dtype=torch.float64)
     assert run.epoch_sums.device == run.accelerator.device
     torch.testing.assert_close(run.epoch_sums, expected, rtol=0, atol=0)
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_convolutions_see_channels_last_by_default(tmp_path, channels_last):
+    """channels-last is the default layout (the same fp32 math, faster on CPU); --no-channels-last turns it off."""
+    layouts = set()  # in training: is each conv's input stored channels-last (and not also plain contiguous)?
+
+    def record(module, args):
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            x = args[0]
+            layouts.add(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+
+    flag = {} if channels_last else {"channels_last": False}
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        training_function(TrainConfig(model="growres_resnet14", epochs=1, batch_size=50, max_train_samples=100,
+                                      max_eval_samples=50, output_dir=str(tmp_path / "run"), **flag))
+    finally:
+        handle.remove()
+    assert layouts == {channels_last}
