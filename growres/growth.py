@@ -350,10 +350,11 @@ def _convnext_scale_branch(block: nn.Module, factor: float) -> None:
         scale_layer(block.mlp.fc2, factor)
 
 
-def _convnext_refresh(model: nn.Module) -> None:
-    # feature_info names stages, not blocks, so the depth does not change it
+def _refresh_stages_of_blocks(model: nn.Module, depth_arg: str) -> None:
+    """timm models whose ``stages`` each hold ``blocks``; ``depth_arg`` is the model's argument for blocks per stage
+    (ConvNeXt: ``depths``, ResNetV2: ``layers``). feature_info names stages, not blocks: depth does not change it."""
     _set_drop_path(model, [b for stage in model.stages for b in stage.blocks])
-    update_model_args(model, depths=tuple(len(stage.blocks) for stage in model.stages))
+    update_model_args(model, **{depth_arg: tuple(len(stage.blocks) for stage in model.stages)})
 
 
 register_adapter(GrowthAdapter(
@@ -363,7 +364,7 @@ register_adapter(GrowthAdapter(
     stages=lambda model: [stage.blocks for stage in model.stages],
     is_transition=lambda block: not isinstance(block.shortcut, nn.Identity),
     scale_branch=_convnext_scale_branch,
-    refresh=_convnext_refresh,
+    refresh=lambda model: _refresh_stages_of_blocks(model, "depths"),
     shortcut=lambda block, x: block.shortcut(x),
     description="timm ConvNeXt and ConvNeXt-V2 (layer-scale gamma, or the MLP's last linear without one)",
     examples=("convnext_atto", "convnext_tiny", "convnextv2_atto"),
@@ -393,12 +394,6 @@ def _resnetv2_scale_branch(block: nn.Module, factor: float) -> None:
     scale_layer(_preact_last_conv(block), factor)
 
 
-def _resnetv2_refresh(model: nn.Module) -> None:
-    # feature_info names stages, not blocks, so the depth does not change it
-    _set_drop_path(model, [b for stage in model.stages for b in stage.blocks])
-    update_model_args(model, layers=tuple(len(stage.blocks) for stage in model.stages))
-
-
 register_adapter(GrowthAdapter(
     name="timm-resnetv2",
     matches=_is_timm_resnetv2,
@@ -407,7 +402,7 @@ register_adapter(GrowthAdapter(
     is_transition=lambda block: block.downsample is not None,
     # pre-activation: the branch ends in a conv, as the paper's blocks, so scaling its weight scales G exactly
     scale_branch=_resnetv2_scale_branch,
-    refresh=_resnetv2_refresh,
+    refresh=lambda model: _refresh_stages_of_blocks(model, "layers"),
     shortcut=lambda block, x: block.downsample(block.norm1(x)) if block.downsample is not None else x,
     description="timm ResNetV2, pre-activation (PreActBottleneck/PreActBasic blocks, plain convs)",
     examples=("resnetv2_50", "resnetv2_50d", "resnetv2_18"),
