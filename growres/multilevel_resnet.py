@@ -63,6 +63,11 @@ class PreActBasicBlock(nn.Module):
 
     ``G`` is (BN-ReLU-conv3x3) twice. A block whose input and output shapes differ is a transition,
     not a time step: it keeps ``h = 1`` (see the module docstring).
+
+    ``survival_prob`` < 1 is real-skip stochastic depth (Huang et al., 2016): in training the whole batch
+    skips ``G`` (and its compute) with probability 1 - ``survival_prob``; in eval every block runs, with its
+    residual scaled by its expected presence, ``Y + survival_prob * h * G(Y)``. The draw comes from torch's
+    default CPU generator, so it follows ``torch.manual_seed`` and never waits on an accelerator.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class PreActBasicBlock(nn.Module):
         self.shortcut = ZeroPadShortcut(in_chs, out_chs, stride) if self.is_transition else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.register_buffer("h", torch.tensor(1.0 if self.is_transition else float(step_size)))
+        self.survival_prob = 1.0  # set over the depth by MultilevelResNet.update_drop_path
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual module G (without h)."""
@@ -89,8 +95,11 @@ class PreActBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
+        if self.training and self.survival_prob < 1 and torch.rand(()).item() >= self.survival_prob:
+            return shortcut  # skipped for the whole batch: no compute, no gradient for G
         residual = self.drop_path(self.residual(x))
-        return torch.addcmul(shortcut, self.h, residual)  # shortcut + h * residual, in one pass over memory
+        h = self.h if self.training or self.survival_prob == 1 else self.h * self.survival_prob
+        return torch.addcmul(shortcut, h, residual)  # shortcut + h * residual, in one pass over memory
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,11 @@ class MultilevelResNet(nn.Module):
         in_chans: Input image channels.
         global_pool: Global pooling type.
         drop_rate: Dropout before the classifier.
-        drop_path_rate: Stochastic depth, linear in the block index up to this rate.
+        drop_path_rate: Stochastic depth as timm has it (per-sample masks, every block computed), linear in
+            the block index up to this rate.
+        stochastic_depth: Real-skip stochastic depth (Huang et al., 2016): the probability that the last block
+            is skipped for a whole training batch, falling linearly to the first (Huang et al.: 0.5). Skipped
+            blocks cost nothing; eval scales each residual by its survival probability (see PreActBasicBlock).
     """
 
     def __init__(
@@ -143,6 +156,7 @@ class MultilevelResNet(nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
+            stochastic_depth: float = 0.,
     ):
         super().__init__()
         layers = _check_per_stage('layers', layers)
@@ -152,12 +166,17 @@ class MultilevelResNet(nn.Module):
             raise GrowresError(f"layers {layers} and widths {widths} must name the same number of stages.")
         if not isinstance(interpolations, int) or interpolations < 0:
             raise GrowresError(f"interpolations must be a non-negative integer, got {interpolations!r}.")
+        if isinstance(stochastic_depth, bool) or not isinstance(stochastic_depth, (int, float)) \
+                or not 0 <= stochastic_depth < 1:
+            raise GrowresError(f"stochastic_depth (the last block's skip probability) must be in [0, 1), "
+                               f"got {stochastic_depth!r}.")
         self.widths = widths
         self.interpolations = interpolations
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.drop_path_rate = drop_path_rate
+        self.stochastic_depth = float(stochastic_depth)
         self.grad_checkpointing = False
 
         self.stem = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
@@ -222,11 +241,16 @@ class MultilevelResNet(nn.Module):
         return GrowthTarget(self.interpolations, tuple(n * scale for n in self.layers), self.step_size / scale)
 
     def update_drop_path(self) -> None:
-        """(Re)derive the stochastic-depth rate of every block over the current depth."""
+        """(Re)derive both kinds of stochastic depth of every block over the current depth (after growth too).
+
+        timm's rule for ``drop_path_rate`` (0 at the first block, the rate at the last); Huang et al.'s linear
+        decay for ``stochastic_depth``: block l of L survives with probability 1 - l / L * stochastic_depth.
+        """
         blocks = [b for stage in self.stages for b in stage]
         for idx, block in enumerate(blocks):
             rate = self.drop_path_rate * idx / max(len(blocks) - 1, 1)
             block.drop_path = DropPath(rate) if rate > 0. else nn.Identity()
+            block.survival_prob = 1 - (idx + 1) / len(blocks) * self.stochastic_depth
 
     def update_feature_info(self) -> None:
         """Depth does not change channels or reductions; kept for the growth adapter's contract."""

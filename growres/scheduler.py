@@ -41,12 +41,15 @@ class GrowthPlan:
 
     ``cycles`` are the points where a new cycle starts (an interpolation, and a restart of the learning
     rate); a plan with k points has k + 1 cycles. A plan with ``grow=False`` restarts the learning rate at
-    the same points without growing: the first-cycle and last-cycle baselines of Section 5.2.
+    the same points without growing: the first-cycle and last-cycle baselines of Section 5.2. A plan with
+    ``restart_lr=False`` anneals the learning rate once over the whole run and still grows at the cycle starts:
+    the paper's ablation (Appendix D, Figure 10).
     """
     cycles: tuple[int, ...] = PAPER_CYCLES  # cycle starts, in `unit`s, strictly increasing inside (0, total)
     total: int = PAPER_EPOCHS  # training length, in `unit`s
     unit: str = "epoch"  # "epoch" or "step"
     grow: bool = True  # False: LR restarts only (fixed-depth baselines)
+    restart_lr: bool = True  # False: one cosine over the whole run (Eq. 9 without restarts)
 
     def __post_init__(self):
         object.__setattr__(self, "cycles", tuple(self.cycles))
@@ -256,7 +259,8 @@ class GrowthScheduler:
     @property
     def lr(self) -> float:
         """The learning rate of the coming optimizer step (before any per-group ``lr_scale``)."""
-        return cyclic_cosine_lr(self.step_count, self.cycle_starts, self.total_steps, self.lr_max, self.lr_min)
+        restarts = self.cycle_starts if self.plan.restart_lr else ()
+        return cyclic_cosine_lr(self.step_count, restarts, self.total_steps, self.lr_max, self.lr_min)
 
     @property
     def layers(self) -> tuple[int, ...]:

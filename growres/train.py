@@ -76,6 +76,9 @@ class TrainConfig:
     grow: bool | None = _arg(None, "grow at cycle starts (default: if the model plans growth; timm models: yes); "
                                    "--no-grow restarts the LR only, as the paper's baselines")
     strategy: str = _arg("copy", f"interpolation: {' or '.join(STRATEGIES)} (paper: copy)")
+    lr_restarts: bool = _arg(True, "restart the cosine LR at every cycle start (Eq. 9, the paper); --no-lr-restarts "
+                                   "anneals once over the whole run and still grows at the cycle starts: the paper's "
+                                   "ablation (Appendix D, Figure 10)")
     # optimisation (Section 5.2)
     opt: str = _arg("momentum", "timm optimizer name (create_optimizer_v2); paper (Section 5.2): SGD with classical "
                                 "momentum 0.9, timm's 'momentum' ('sgd' is Nesterov)")
@@ -88,7 +91,12 @@ class TrainConfig:
     eval_batch_size: int = _arg(500, "evaluation batch size")
     grad_accum: int = _arg(1, "gradient accumulation steps")
     clip_grad: float | None = _arg(None, "clip the gradient norm to this value")
-    drop_path_rate: float = _arg(0.0, "stochastic depth rate (re-derived over the depth at each growth)")
+    drop_path_rate: float = _arg(0.0, "timm's stochastic depth rate (per-sample masks: every block is still "
+                                      "computed; re-derived over the depth at each growth)")
+    stochastic_depth: float = _arg(0.0, "real-skip stochastic depth of growres models (Huang et al. 2016): the last "
+                                        "block's skip probability, linear over depth; a skipped block is not computed "
+                                        "for the whole batch, eval scales each block by its survival probability. "
+                                        "--stochastic-depth alone: 0.5, Huang et al.'s", const=0.5)
     model_ema: bool = _arg(False, "keep an EMA of the weights (grown with the model) and evaluate it")
     model_ema_decay: float = _arg(0.9998, "EMA decay")
     seed: int = _arg(0, "random seed")
@@ -134,6 +142,12 @@ class TrainConfig:
                 or str(self.checkpoint_every) == "0":
             raise GrowresError(f"--checkpoint-every takes a positive number of steps or 'epoch', "
                                f"got {self.checkpoint_every!r}.")
+        if not 0 <= self.stochastic_depth < 1:
+            raise GrowresError(f"--stochastic-depth (the last block's skip probability) must be in [0, 1), "
+                               f"got {self.stochastic_depth}.")
+        if self.stochastic_depth and self.model not in timm.list_models("growres_*"):
+            raise GrowresError(f"--stochastic-depth skips whole blocks of growres models; {self.model} is not one: "
+                               "use --drop-path-rate (timm's per-sample stochastic depth).")
         if not 0 <= self.smoothing < 1:
             raise GrowresError(f"--smoothing must be in [0, 1), got {self.smoothing}.")
         if self.clip_grad is not None and self.clip_grad <= 0:
@@ -176,7 +190,7 @@ class _ParseModelKwargs(ParseKwargs):
 
 # set by growres from the data and its own flags; --model-kwargs must not contradict them
 _DATA_MODEL_ARGS = {"num_classes": "the data's classes", "in_chans": "the data's channels", "img_size": "--img-size",
-                    "drop_path_rate": "--drop-path-rate"}
+                    "drop_path_rate": "--drop-path-rate", "stochastic_depth": "--stochastic-depth"}
 
 
 def _json_safe_model_kwargs(model_kwargs: Any) -> dict[str, Any]:
@@ -215,6 +229,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
         elif f.metadata.get("parse") == "ints":
             parser.add_argument(flag, type=_parse_ints, default=None, help=f.metadata["help"])
+        elif "const" in f.metadata:  # the flag alone gives `const`
+            parser.add_argument(flag, type=kind, nargs="?", const=f.metadata["const"], default=None,
+                                help=f"{f.metadata['help']} (default: {f.default})")
         elif f.metadata.get("parse") == "kwargs":
             parser.add_argument(flag, nargs="*", action=_ParseModelKwargs, default=None, metavar="KEY=VALUE",
                                 help=f.metadata["help"])
@@ -283,7 +300,7 @@ class EpochPermutationSampler(Sampler[int]):
 
 
 def create_model_for_data(name: str, data: ImageData, model_kwargs: dict[str, Any] | None = None,
-                          drop_path_rate: float = 0.0) -> nn.Module:
+                          drop_path_rate: float = 0.0, stochastic_depth: float = 0.0) -> nn.Module:
     """``timm.create_model`` for ``data``, as timm's train.py builds it: classes and channels from the data, the
     data's input size for models built for one size (``img_size``: ViTs), then ``model_kwargs``.
 
@@ -293,6 +310,8 @@ def create_model_for_data(name: str, data: ImageData, model_kwargs: dict[str, An
     kwargs: dict[str, Any] = dict(num_classes=data.num_classes, in_chans=channels)
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
+    if stochastic_depth:  # an architecture argument: the exported model scales its blocks in eval by it too
+        kwargs["stochastic_depth"] = stochastic_depth
     if get_pretrained_cfg_value(name, "fixed_input_size"):
         kwargs["img_size"] = height if height == width else (height, width)
     kwargs.update(model_kwargs or {})
@@ -356,7 +375,7 @@ def _identity(config: TrainConfig, data: ImageData) -> dict[str, Any]:
     values = config.to_dict()
     identity = {k: values[k] for k in keys}
     # only when given, so that checkpoints written before these flags existed still resume
-    identity.update({k: values[k] for k in ("model_kwargs", "img_size") if values[k]})
+    identity.update({k: values[k] for k in ("model_kwargs", "img_size", "stochastic_depth") if values[k]})
     return {"config": identity, "data": dataset_fingerprint(data)}
 
 
@@ -364,8 +383,10 @@ def _resolve_plan(config: TrainConfig, model: torch.nn.Module) -> GrowthPlan:
     planned = get_adapter(model).planned_interpolations(model)
     grow = config.grow if config.grow is not None else planned != 0
     if config.cycles is not None:
-        return GrowthPlan(cycles=config.cycles, total=config.epochs, grow=grow)
-    return GrowthPlan.paper(interpolations=planned or 2, total=config.epochs, grow=grow)
+        plan = GrowthPlan(cycles=config.cycles, total=config.epochs, grow=grow)
+    else:
+        plan = GrowthPlan.paper(interpolations=planned or 2, total=config.epochs, grow=grow)
+    return dataclasses.replace(plan, restart_lr=config.lr_restarts)
 
 
 def evaluate(model, loader, data: ImageData, accelerator) -> tuple[float, float]:
@@ -528,7 +549,11 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
     eval_loader = DataLoader(TensorDataset(data.test_images, data.test_labels), config.eval_batch_size)
 
     # 3. Model, optimizer (SGD, no weight decay on norms and biases), EMA
-    model = create_model_for_data(config.model, data, config.model_kwargs, config.drop_path_rate)
+    if config.stochastic_depth and accelerator.num_processes > 1:
+        raise GrowresError("--stochastic-depth runs in one process: every process would have to skip the same "
+                           "blocks, and DDP to expect their missing gradients.")
+    model = create_model_for_data(config.model, data, config.model_kwargs, config.drop_path_rate,
+                                  config.stochastic_depth)
     get_adapter(model)  # a clear error now for a model growth does not know
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

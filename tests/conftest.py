@@ -120,3 +120,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, growres_env) -> Path:
             assert result.returncode == 0, result.stderr[-3000:]
             done.touch()
     return run_dir
+
+
+@pytest.fixture
+def in_process_env(growres_env, monkeypatch, capsys):
+    """growres_env for `growres` called in this process (growres.cli.main), with Fashion-MNIST already converted
+    into its cache: the first conversion's progress bars (tqdm reads TQDM_DISABLE at import, too late here) are
+    not part of any error a test reads."""
+    for name in ("GROWRES_CACHE", "OMP_NUM_THREADS", "HF_DATASETS_OFFLINE", "TQDM_DISABLE"):
+        monkeypatch.setenv(name, growres_env[name])
+    if FASHION_MNIST_AVAILABLE:
+        from growres.data import load_image_data
+
+        load_image_data("fashion-mnist", max_train_samples=1, max_eval_samples=1,
+                        cache_dir=growres_env["GROWRES_CACHE"])
+        capsys.readouterr()

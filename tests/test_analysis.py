@@ -509,12 +509,12 @@ def assert_same_numbers(written: dict, computed: dict) -> None:
 
 @needs_fashion_mnist
 @pytest.mark.parametrize("analysis, args, rows, words", CLI_CASES)
-def test_cli_writes_the_library_numbers_to_tables_figure_and_summary(tiny_run, growres_env, tmp_path, analysis, args,
-                                                                     rows, words):
+def test_cli_writes_the_library_numbers_to_tables_figure_and_summary(tiny_run, growres_env, in_process_env, capsys,
+                                                                     tmp_path, analysis, args, rows, words):
     out = tmp_path / "out"
-    result = run_growres("analyze", analysis, *args(tiny_run), "--max-eval-samples", "200", "--output-dir", str(out),
-                         env=growres_env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code = main(["analyze", analysis, *args(tiny_run), "--max-eval-samples", "200", "--output-dir", str(out)])
+    result = capsys.readouterr()
+    assert code == 0, result.err[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [f"{analysis}.{ext}" for ext in ("csv", "json", "png")]
     table = json.loads((out / f"{analysis}.json").read_text())
     written_csv = list(csv.DictReader(io.StringIO((out / f"{analysis}.csv").read_text())))
@@ -524,15 +524,14 @@ def test_cli_writes_the_library_numbers_to_tables_figure_and_summary(tiny_run, g
         assert_same_numbers(json_row, row)
         assert_same_numbers(csv_row, row)
     assert (out / f"{analysis}.png").read_bytes()[:4] == b"\x89PNG"
-    assert all(word in result.stdout for word in words), result.stdout
-    assert str(out / f"{analysis}.png") in result.stdout
+    assert all(word in result.out for word in words), result.out
+    assert str(out / f"{analysis}.png") in result.out
 
 
 @needs_fashion_mnist
-def test_cli_uses_the_runs_data_and_normalisation(tiny_run, growres_env, tmp_path):
+def test_cli_uses_the_runs_data_and_normalisation(tiny_run, in_process_env, tmp_path):
     """A run folder brings its test set (300 images) and statistics: the intact accuracy is the run's."""
-    result = run_growres("analyze", "norms", str(tiny_run), "--output-dir", str(tmp_path), env=growres_env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["analyze", "norms", str(tiny_run), "--output-dir", str(tmp_path)]) == 0
     model = json.loads((tmp_path / "norms.json").read_text())["models"][0]
     assert model["test_accuracy"] == pytest.approx(RunFolder(tiny_run).summary()["test_acc"], abs=1e-6)
 

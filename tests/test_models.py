@@ -8,6 +8,7 @@ import torch
 
 import growres
 from growres.multilevel_resnet import MultilevelResNet
+from growres.runs import model_args
 
 MODELS = [
     "growres_resnet14", "growres_resnet32", "growres_resnet50", "growres_resnet122",
@@ -116,6 +117,8 @@ def test_create_model_overrides():
     (dict(step_size=0.0), "positive finite"),
     (dict(step_size=-1.0), "positive finite"),
     (dict(step_size=float("nan")), "positive finite"),
+    (dict(stochastic_depth=1.0), r"in \[0, 1\)"),
+    (dict(stochastic_depth=-0.1), r"in \[0, 1\)"),
 ])
 def test_bad_arguments_raise_clear_errors(kwargs, match):
     with pytest.raises(growres.GrowresError, match=match):
@@ -197,3 +200,68 @@ def test_growres_list_shows_the_twelve_models():
 
 def test_model_class_is_exported():
     assert isinstance(timm.create_model("growres_resnet14"), MultilevelResNet)
+
+
+# -- real-skip stochastic depth (Huang et al., 2016) --------------------------------------------------------
+
+
+def huang_survival(num_blocks: int, skip_last: float) -> list[float]:
+    """Huang et al.'s linear decay rule: block l of L survives with probability 1 - l / L * (1 - p_L)."""
+    return [1 - block / num_blocks * skip_last for block in range(1, num_blocks + 1)]
+
+
+def test_stochastic_depth_skips_whole_blocks_in_training_by_the_linear_decay_rule():
+    model = timm.create_model("growres_resnet50", stochastic_depth=0.5).train()
+    blocks = [b for stage in model.stages for b in stage]
+    calls = [0] * len(blocks)
+    for idx, block in enumerate(blocks):  # G's first conv runs once per block that is computed
+        block.conv1.register_forward_hook(lambda *_, idx=idx: calls.__setitem__(idx, calls[idx] + 1))
+    torch.manual_seed(0)
+    x, passes = torch.randn(2, 3, 8, 8), 400
+    with torch.no_grad():
+        for _ in range(passes):
+            model(x)
+    expected = huang_survival(len(blocks), 0.5)
+    assert expected[-1] == 0.5
+    for count, p in zip(calls, expected):  # 5 binomial standard deviations: a wrong rule is far outside
+        assert abs(count / passes - p) <= 5 * (p * (1 - p) / passes) ** 0.5 + 1e-9, (calls, expected)
+    assert sum(calls) < 0.8 * passes * len(blocks)  # about a quarter of the blocks' compute is saved
+
+
+def test_a_skipped_block_is_its_shortcut_and_gets_no_gradient():
+    block = timm.create_model("growres_resnet50", stochastic_depth=0.5).stages[2][0].train()  # a transition
+    block.survival_prob = 1e-9  # always skipped
+    x = torch.randn(2, 32, 8, 8)
+    out = block(x)
+    assert torch.equal(out, block.shortcut(x))
+    assert out.shape == (2, 64, 4, 4)
+    x.requires_grad_(True)
+    block(x).sum().backward()
+    assert all(p.grad is None for p in block.parameters())
+
+
+def test_stochastic_depth_eval_runs_every_block_scaled_by_its_survival_probability():
+    torch.manual_seed(0)
+    model = timm.create_model("growres_resnet50", stochastic_depth=0.5, step_size=0.25).eval()
+    blocks = [b for stage in model.stages for b in stage]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        y = model.stem(x)
+        for block, p in zip(blocks, huang_survival(len(blocks), 0.5)):  # Y + p_l * h * G(Y), by hand
+            y = block.shortcut(y) + p * block.h * block.residual(y)
+        by_hand = model.forward_head(model.norm(y))
+        torch.testing.assert_close(model(x), by_hand, rtol=1e-5, atol=1e-6)
+        plain = timm.create_model("growres_resnet50", step_size=0.25).eval()
+        plain.load_state_dict(model.state_dict())
+        assert not torch.allclose(plain(x), by_hand, atol=1e-3)  # the scale is really applied
+        assert torch.equal(model(x), model(x))  # and nothing is drawn in eval
+
+
+def test_stochastic_depth_is_rederived_over_the_grown_depth_and_exported():
+    model = timm.create_model("growres_resnet50i", stochastic_depth=0.5)
+    first = [b.survival_prob for stage in model.stages for b in stage]
+    assert first == pytest.approx(huang_survival(6, 0.5))
+    growres.interpolate(growres.interpolate(model))
+    grown = [b.survival_prob for stage in model.stages for b in stage]
+    assert grown == pytest.approx(huang_survival(24, 0.5))
+    assert model_args(model)["stochastic_depth"] == 0.5  # so a loaded model scales in eval too

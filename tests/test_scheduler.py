@@ -134,6 +134,17 @@ def test_grows_at_cycle_starts_and_restarts_the_lr():
     assert records[-1].num_params == 755_802 and all(r.seconds > 0 for r in records)
 
 
+def test_without_lr_restarts_one_cosine_spans_the_run_and_the_model_still_grows():
+    """The paper's ablation (Appendix D, Figure 10): Eq. 9 over the whole run, growth at the same cycle starts."""
+    scheduler = make(plan=GrowthPlan(cycles=(3, 6), total=9, unit="step", restart_lr=False))
+    lrs, records = [], []
+    for _ in range(9):
+        lrs.append(scheduler.optimizer.param_groups[0]["lr"])
+        records += train_steps(scheduler, 1)
+    assert lrs == pytest.approx([0.001 + 0.5 * 0.499 * (1 + math.cos(math.pi * step / 9)) for step in range(9)])
+    assert [(r.step, r.layers, r.step_size) for r in records] == [(3, (4, 4, 4), 0.5), (6, (8, 8, 8), 0.25)]
+
+
 def test_baseline_restarts_lr_without_growing():
     scheduler = make("growres_resnet14", GrowthPlan(cycles=(3, 6), total=9, unit="step", grow=False))
     lrs = [scheduler.lr]

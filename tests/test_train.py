@@ -1,6 +1,7 @@
 """`growres train` / examples/train.py: run folders, export, resume mid-growth, bad input, datasets."""
 import copy
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import FASHION_MNIST_AVAILABLE, TINY_RUN_ARGS, needs_fashion_mnist, run_growres
+from conftest import TINY_RUN_ARGS, needs_fashion_mnist, run_growres
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from safetensors.torch import load_file, save_file
@@ -340,20 +341,9 @@ BAD_COMMANDS = [
     (["--model", "resnet18", "--model-kwargs", "num_classes=3"], "set by growres"),
     (["--model", "resnet18", "--model-kwargs", "patch_size=4"], "Cannot build resnet18"),
     (["--img-size", "0"], "positive integer"),
+    (["--stochastic-depth", "1"], "--stochastic-depth (the last block's skip probability) must be in [0, 1)"),
+    (["--model", "resnet18", "--stochastic-depth"], "use --drop-path-rate"),
 ]
-
-
-@pytest.fixture
-def in_process_env(growres_env, monkeypatch, capsys):
-    """growres_env for `growres` called in this process (growres.cli.main), with Fashion-MNIST already converted
-    into its cache: the first conversion's progress bars (tqdm reads TQDM_DISABLE at import, too late here) are
-    not part of any error a test reads."""
-    for name in ("GROWRES_CACHE", "OMP_NUM_THREADS", "HF_DATASETS_OFFLINE", "TQDM_DISABLE"):
-        monkeypatch.setenv(name, growres_env[name])
-    if FASHION_MNIST_AVAILABLE:
-        load_image_data("fashion-mnist", max_train_samples=1, max_eval_samples=1,
-                        cache_dir=growres_env["GROWRES_CACHE"])
-        capsys.readouterr()
 
 
 def assert_one_line_error(code: int, err: str, message: str) -> None:
@@ -492,6 +482,29 @@ def test_no_grow_restarts_the_lr_at_the_same_depth(growres_env, tmp_path):
     # each epoch's last step is the second step of its cycle: the same LR only if the LR restarted at epoch 2
     assert rows[0]["lr"] == rows[1]["lr"] == pytest.approx(0.001 + 0.5 * (0.5 - 0.001))
     assert [d.name for d in run.cycle_dirs()] == ["cycle-1", "cycle-2"]
+
+
+@pytest.mark.slow  # a training run of its own
+@needs_fashion_mnist
+def test_ablation_and_real_skip_stochastic_depth_options(growres_env, tmp_path):
+    """--no-lr-restarts: one cosine over the run while the model grows at the cycle starts; --stochastic-depth alone:
+    Huang et al.'s 0.5 at the last block, kept in the exported model (its eval scales every block by it)."""
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--model", "growres_resnet50i", "--no-lr-restarts", "--stochastic-depth",
+                         "--epochs", "3", "--cycles", "1,2", "--max-train-samples", "100", "--max-eval-samples", "20",
+                         "--batch-size", "50", "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(run_dir)
+    assert run.config()["lr_restarts"] is False and run.config()["stochastic_depth"] == 0.5
+    assert [g["layers"] for g in run.growth_records()] == [[4, 4, 4], [8, 8, 8]]
+    # each epoch's logged LR is that of its last step (1, 3, 5 of 6): one cosine, no restart at steps 2 and 4
+    expected = [0.001 + 0.5 * 0.499 * (1 + math.cos(math.pi * step / 6)) for step in (1, 3, 5)]
+    assert [r["lr"] for r in run.metrics()] == pytest.approx(expected)
+    assert RunFolder(run_dir).summary()["plan"]["restart_lr"] is False
+    final = json.loads((run.final_dir / "config.json").read_text())["model_args"]
+    assert final["stochastic_depth"] == 0.5 and final["layers"] == [8, 8, 8]
+    loaded = timm.create_model(f"local-dir:{run.final_dir}", pretrained=True)
+    assert [b.survival_prob for stage in loaded.stages for b in stage][-1] == 0.5
 
 
 @pytest.mark.slow  # a training run of its own
