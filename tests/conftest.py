@@ -86,10 +86,23 @@ TINY_RUN_ARGS = [
 ]
 
 
+def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test session's temporary folder: under pytest-xdist, the one above each worker's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def growres_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment for growres subprocesses: one data cache per test session, one thread per process."""
     cache = tmp_path_factory.mktemp("growres-cache")  # per xdist worker: a cache is written by one process
+    if FASHION_MNIST_AVAILABLE:  # except Fashion-MNIST's conversion: made once per session, read by every worker
+        from growres.data import _FASHION_MNIST_CACHE, load_image_data
+
+        shared = session_folder(tmp_path_factory) / "fashion-mnist-cache"
+        with FileLock(f"{shared}.lock"):
+            load_image_data("fashion-mnist", max_train_samples=1, max_eval_samples=1, cache_dir=shared)
+        (cache / _FASHION_MNIST_CACHE).symlink_to(shared / _FASHION_MNIST_CACHE)
     return dict(os.environ, GROWRES_CACHE=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                 HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")
 
@@ -108,9 +121,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, growres_env) -> Path:
     share, and the others wait for it (a lock, and a marker file written once the run is whole)."""
     if not FASHION_MNIST_AVAILABLE:
         pytest.skip("needs the Debian package dataset-fashion-mnist")
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the session's folder, above each worker's own
+    shared = session_folder(tmp_path_factory)
     run_dir, done = shared / "tiny-run", shared / "tiny-run.done"
     with FileLock(str(shared / "tiny-run.lock")):
         if not done.exists():
@@ -129,7 +140,7 @@ def in_process_env(growres_env, monkeypatch, capsys):
     not part of any error a test reads."""
     for name in ("GROWRES_CACHE", "OMP_NUM_THREADS", "HF_DATASETS_OFFLINE", "TQDM_DISABLE"):
         monkeypatch.setenv(name, growres_env[name])
-    if FASHION_MNIST_AVAILABLE:
+    if FASHION_MNIST_AVAILABLE:  # converted by growres_env; the first load's own output
         from growres.data import load_image_data
 
         load_image_data("fashion-mnist", max_train_samples=1, max_eval_samples=1,

@@ -7,6 +7,7 @@ import timm
 import torch
 
 import growres
+from growres.cli import main
 from growres.multilevel_resnet import MultilevelResNet
 from growres.runs import model_args
 
@@ -189,9 +190,9 @@ def test_import_and_print_in_a_fresh_interpreter():
     assert "MultilevelResNet" in result.stdout and "PreActBasicBlock" in result.stdout
 
 
-def test_growres_list_shows_the_twelve_models():
-    result = subprocess.run([sys.executable, "-m", "growres", "list"], capture_output=True, text=True, check=True)
-    lines = result.stdout.splitlines()[1:]
+def test_growres_list_shows_the_twelve_models(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
     assert sorted(line.split()[0] for line in lines) == sorted(MODELS)
     rows = {line.split()[0]: line for line in lines}
     assert "2x -> 20-20-20, h=0.25" in rows["growres_wrn122i"] and "1,849,898" in rows["growres_wrn122i"]

@@ -1,4 +1,5 @@
-"""The README's growth example runs as printed (on a shorter plan and a tiny loader)."""
+"""The README's growth examples run as printed (on a shorter plan and a tiny loader), and its benchmark numbers are
+the committed results'."""
 import re
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 README = Path(__file__).parents[1] / "README.md"
+LONG_BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "results" / "time_saved_long.md"
 
 
 def test_readme_growth_example_runs(capsys):
@@ -32,3 +34,14 @@ def test_readme_transformers_example_runs(tmp_path, monkeypatch):
     exec(short, {"loader": loader})
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "grown-llama")
     assert reloaded.config.num_hidden_layers == 8 and len(reloaded.model.layers) == 8
+
+
+def test_readme_quotes_the_long_benchmark_as_committed():
+    """Every table row and every headline line of the long benchmark's results appears in the README verbatim."""
+    results = LONG_BENCHMARK.read_text().splitlines()
+    quoted = [line for line in results if line.startswith("| ") or line.startswith("- **")]
+    assert len(quoted) >= 10
+    readme = README.read_text()
+    missing = [line for line in quoted if line not in readme]
+    assert not missing, missing
+
