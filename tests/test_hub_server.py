@@ -243,6 +243,7 @@ def test_missing_repo_revision_and_file_raise_the_client_errors(hub_server, repo
     }
 
 
+@pytest.mark.slow  # stock timm through this server; test_hub.py loads growres models back through hf-hub: too
 def test_timm_model_round_trip(hub_server, repo_id, tmp_path):
     # Build, save and push in one process, load in a fresh one: both compute on the same saved input.
     pushed = run_client(
