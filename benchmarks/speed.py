@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine
 import timm
 import timm.optim
 import torch
@@ -49,7 +49,8 @@ SIZES = {
     "quick": dict(images=600, epochs_per_cycle=2, repeats=1, steps=3, warmup=2),
     "default": dict(images=2000, epochs_per_cycle=2, repeats=3, steps=10, warmup=3),
 }
-OPTIONS = ("fp32", "channels_last", "bf16", "channels_last+bf16", "compile", "1 thread")
+OPTIONS = ("fp32", "channels_last", "bf16", "channels_last+bf16", "compile", "channels_last+bf16+compile",
+           "1 thread")
 
 
 def spread(values: list[float]) -> dict:
@@ -146,7 +147,7 @@ def option_model(layers: tuple[int, ...], option: str, in_chans: int) -> torch.n
     model = timm.create_model(BUILT, layers=layers, num_classes=10, in_chans=in_chans).train()
     if "channels_last" in option:
         model = model.to(memory_format=torch.channels_last)
-    if option == "compile":
+    if "compile" in option:
         model = torch.compile(model)
     return model
 
@@ -176,12 +177,12 @@ def step_seconds(model, optimizer, images, labels, data, option: str, steps: int
     return statistics.median(times), warmup_seconds
 
 
-def cpu_options(size: dict) -> dict:
+def cpu_options(size: dict, options: tuple[str, ...] = OPTIONS) -> dict:
     data = load_image_data("fashion-mnist", max_train_samples=100, max_eval_samples=1)
     images, labels = data.train_images, data.train_labels
     setups = {}
     for layers in DEPTHS:
-        for option in OPTIONS:
+        for option in options:
             model = option_model(layers, option, images.shape[1])
             optimizer = timm.optim.create_optimizer_v2(model, "momentum", lr=0.01, momentum=0.9, weight_decay=2e-4)
             setups[layers, option] = (model, optimizer)
@@ -189,8 +190,7 @@ def cpu_options(size: dict) -> dict:
     warmups = {key: [] for key in setups}
     for repeat in range(size["repeats"]):
         for layers in DEPTHS:
-            options = OPTIONS if repeat % 2 == 0 else OPTIONS[::-1]
-            for option in options:
+            for option in options if repeat % 2 == 0 else options[::-1]:
                 model, optimizer = setups[layers, option]
                 seconds, warm = step_seconds(model, optimizer, images, labels, data, option, size["steps"],
                                              size["warmup"])
@@ -200,7 +200,7 @@ def cpu_options(size: dict) -> dict:
     rows = []
     for layers in DEPTHS:
         base = statistics.median(samples[layers, "fp32"])
-        for option in OPTIONS:
+        for option in options:
             speeds = samples[layers, option]
             rows.append({"layers": list(layers), "option": option, "images_per_second": spread(speeds),
                          "speedup": statistics.median(speeds) / base,
@@ -209,6 +209,10 @@ def cpu_options(size: dict) -> dict:
 
 
 # -- report -------------------------------------------------------------------------------------------------------
+
+
+def machine_line(described: dict | str) -> str:
+    return described if isinstance(described, str) else machine.line(described)  # older results: a string
 
 
 def fmt(s: dict) -> str:
@@ -220,9 +224,9 @@ def markdown(result: dict) -> str:
     lines = [
         f"# growres benchmark: speed ({result['size']} size)",
         "",
-        f"{result['date']} · {result['machine']} · torch {result['torch']} · timm {result['timm']} · Fashion-MNIST "
-        f"{result['images']} training images, batch 100 · {result['repeats']} interleaved repeats · images/s as "
-        "median (min–max) of each depth's last epoch",
+        f"{result['date']} · {machine_line(result['machine'])} · torch {result['torch']} · timm {result['timm']} · "
+        f"Fashion-MNIST {result['images']} training images, batch 100 · {result['repeats']} interleaved repeats · "
+        "images/s as median (min–max) of each depth's last epoch",
         "",
         "## Grown against built directly, and `growres train` against a plain loop",
         "",
@@ -241,6 +245,13 @@ def markdown(result: dict) -> str:
         f"Growth events (surgery, optimizer rebuild, accelerate re-prepare) took {100 * fraction['median']:.2f}% "
         f"(min {100 * fraction['min']:.2f}%, max {100 * fraction['max']:.2f}%, n={fraction['n']}) of a last-cycle "
         "epoch over the full training set (60,000 images, at the grown model's measured speed).",
+    ]
+    lines += options_table(options) + ["", f"Targets: {result['targets']}."]
+    return "\n".join(lines) + "\n"
+
+
+def options_table(options: dict) -> list[str]:
+    lines = [
         "",
         "## CPU options per depth (one training step, in one process)",
         "",
@@ -250,24 +261,44 @@ def markdown(result: dict) -> str:
     for row in options["rows"]:
         lines.append(f"| {'-'.join(map(str, row['layers']))} | {row['option']} | {fmt(row['images_per_second'])} | "
                      f"{row['speedup']:.2f}x | {row['first_warmup_seconds']:.1f} |")
-    lines += ["", f"Targets: {result['targets']}."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def options_markdown(result: dict) -> str:
+    head = [f"# growres benchmark: CPU options ({result['size']} size)", "",
+            f"{result['date']} · {machine.line(result['machine'])} · torch {result['torch']} · Fashion-MNIST, "
+            f"batch 100 · {result['repeats']} interleaved repeats · images/s as median (min–max)"]
+    return "\n".join(head + options_table(result["options"])) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_const", dest="size", const="quick", default="default")
-    parser.add_argument("--skip-options", action="store_true", help="only the training runs (1-3)")
+    parts = parser.add_mutually_exclusive_group()
+    parts.add_argument("--skip-options", action="store_true", help="only the training runs (1-3)")
+    parts.add_argument("--options-only", action="store_true",
+                       help="only the CPU options (4), e.g. under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2")
+    parser.add_argument("--options", type=lambda text: tuple(text.split(",")), default=OPTIONS,
+                        help="with --options-only: which, comma-separated, fp32 among them (default: all)")
+    parser.add_argument("--output", type=Path, default=None, help="results file stem (default by size)")
     args = parser.parse_args()
     size = SIZES[args.size]
     growres.keep_freed_cpu_memory()
+    stem = args.output or RESULTS / f"speed_{args.size}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.options_only:
+        result = {"size": args.size, "date": datetime.date.today().isoformat(), "machine": machine.describe(),
+                  "torch": torch.__version__, "repeats": size["repeats"], "options": cpu_options(size, args.options)}
+        Path(f"{stem}.json").write_text(json.dumps(result, indent=2))
+        Path(f"{stem}.md").write_text(options_markdown(result))
+        return print(options_markdown(result))
     with tempfile.TemporaryDirectory() as tmp:
         training = training_runs(size, Path(tmp))
     options = {"rows": []} if args.skip_options else cpu_options(size)
     rows = training["per_depth"]
     result = {
         "size": args.size, "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or platform.system()}",
+        "machine": machine.describe(),
         "torch": torch.__version__, "timm": timm.__version__, "growres": growres.__version__,
         "images": size["images"], "repeats": size["repeats"], "training": training, "options": options,
         "targets": {
@@ -277,8 +308,6 @@ def main() -> None:
             "growth_event_under_1pct_of_epoch": training["growth_event_fraction_of_full_epoch"]["max"] < 0.01,
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"speed_{args.size}"
     Path(f"{stem}.json").write_text(json.dumps(result, indent=2))
     Path(f"{stem}.md").write_text(markdown(result))
     print(markdown(result))

@@ -24,6 +24,9 @@ does not change when the network is refined.
 
 Multi-level models (``growres_*i``) are built at their first-cycle depth with h = 1 and carry their
 growth plan (``model.growth_plan``) for :mod:`growres.growth` to follow.
+
+Features (``feature_info``, ``features_only``, ``forward_intermediates``) are the stem's output and each stage's, as
+in timm's ResNetV2: the final norm is not a tap of its own. Growth adds blocks within stages, so the taps stay.
 """
 import math
 from collections.abc import Sequence
@@ -33,8 +36,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import BatchNormAct2d, ClassifierHead, DropPath
+from timm.layers import BatchNormAct2d, ClassifierHead, DropPath, get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
 from .errors import GrowresError
@@ -77,16 +81,19 @@ class PreActBasicBlock(nn.Module):
             stride: int = 1,
             step_size: float = 1.0,
             drop_path: float = 0.,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         self.is_transition = stride != 1 or in_chs != out_chs
-        self.norm1 = BatchNormAct2d(in_chs)
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False)
-        self.norm2 = BatchNormAct2d(out_chs)
-        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, padding=1, bias=False)
+        self.norm1 = BatchNormAct2d(in_chs, **dd)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False, **dd)
+        self.norm2 = BatchNormAct2d(out_chs, **dd)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, padding=1, bias=False, **dd)
         self.shortcut = ZeroPadShortcut(in_chs, out_chs, stride) if self.is_transition else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.register_buffer("h", torch.tensor(1.0 if self.is_transition else float(step_size)))
+        self.register_buffer("h", torch.tensor(1.0 if self.is_transition else float(step_size), **dd))
         self.survival_prob = 1.0  # set over the depth by MultilevelResNet.update_drop_path
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,6 +150,8 @@ class MultilevelResNet(nn.Module):
         stochastic_depth: Real-skip stochastic depth (Huang et al., 2016): the probability that the last block
             is skipped for a whole training batch, falling linearly to the first (Huang et al.: 0.5). Skipped
             blocks cost nothing; eval scales each residual by its survival probability (see PreActBasicBlock).
+        device: Device of the parameters and buffers (timm's factory kwargs, e.g. 'meta').
+        dtype: Dtype of the parameters and buffers.
     """
 
     def __init__(
@@ -157,7 +166,10 @@ class MultilevelResNet(nn.Module):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             stochastic_depth: float = 0.,
+            device=None,
+            dtype=None,
     ):
+        dd = {'device': device, 'dtype': dtype}
         super().__init__()
         layers = _check_per_stage('layers', layers)
         widths = _check_per_stage('widths', widths)
@@ -179,7 +191,7 @@ class MultilevelResNet(nn.Module):
         self.stochastic_depth = float(stochastic_depth)
         self.grad_checkpointing = False
 
-        self.stem = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
+        self.stem = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False, **dd)
         self.feature_info = [dict(num_chs=widths[0], reduction=1, module='stem')]
         stages = []
         prev_chs, reduction = widths[0], 1
@@ -187,18 +199,18 @@ class MultilevelResNet(nn.Module):
             stride = 1 if stage_idx == 0 else 2
             reduction *= stride
             blocks = [
-                PreActBasicBlock(prev_chs if i == 0 else chs, chs, stride if i == 0 else 1, step_size)
+                PreActBasicBlock(prev_chs if i == 0 else chs, chs, stride if i == 0 else 1, step_size, **dd)
                 for i in range(depth)
             ]
             stages.append(nn.Sequential(*blocks))
             prev_chs = chs
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f'stages.{stage_idx}'))
         self.stages = nn.Sequential(*stages)
-        # the last feature is taken after the final pre-activation norm, as in timm's ResNetV2
-        self.feature_info[-1]['module'] = 'norm'
-        self.norm = BatchNormAct2d(prev_chs)
+        # as in timm's ResNetV2, the final pre-activation norm is not a feature tap: it only follows the last stage
+        # (forward_intermediates applies it to that stage's tap with norm=True)
+        self.norm = BatchNormAct2d(prev_chs, **dd)
         self.num_features = self.head_hidden_size = prev_chs
-        self.head = ClassifierHead(prev_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = ClassifierHead(prev_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         self.update_drop_path()
         self._init_weights()
 
@@ -211,7 +223,10 @@ class MultilevelResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     # -- the ODE view ---------------------------------------------------------------------------
+    # The properties are bookkeeping for Python (growth, export): torch.jit.unused keeps TorchScript, which compiles
+    # a module's properties with the module, from compiling them (forward never reads them).
 
+    @torch.jit.unused
     @property
     def layers(self) -> tuple[int, ...]:
         """Blocks per stage."""
@@ -221,6 +236,7 @@ class MultilevelResNet(nn.Module):
         """The blocks that are time steps of the ODE (every block that keeps its input's shape)."""
         return [b for stage in self.stages for b in stage if not b.is_transition]
 
+    @torch.jit.unused
     @property
     def step_size(self) -> float:
         """h, the step size shared by every time-step block."""
@@ -234,6 +250,7 @@ class MultilevelResNet(nn.Module):
         for block in self.step_blocks():
             block.h.fill_(value)
 
+    @torch.jit.unused
     @property
     def growth_plan(self) -> GrowthTarget:
         """The model's own growth plan: interpolations left, final blocks per stage and final h."""
@@ -278,8 +295,95 @@ class MultilevelResNet(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier, on the model's device and dtype; the pooling is kept if ``global_pool`` is None."""
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool, in_features=self.num_features, **get_device_dtype(self))
+        self.head_hidden_size = self.head.num_features
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward features that returns intermediates, as timm's ResNetV2.
+
+        The taps are those of ``feature_info``: index 0 is the stem's output, index i the output of stage i - 1.
+        Growth adds blocks within stages, so the taps (and their indices) are the same before and after it.
+
+        Args:
+            x: Input image tensor.
+            indices: Take last n taps if int, all if None, select matching indices if sequence.
+            norm: Apply the final norm to the last stage's tap (the only one it is sized and trained for).
+            stop_early: Stop iterating over stages when the last desired tap is hit (not in TorchScript).
+            output_fmt: Shape of intermediate feature outputs.
+            intermediates_only: Only return intermediate features.
+
+        Returns:
+            Features and list of intermediate features or just intermediate features.
+        """
+        assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
+        intermediates = []
+        # the stem and every stage; counted from widths, which pruning does not shorten, so indices keep their meaning
+        last_idx = len(self.widths)
+        take_indices, max_index = feature_take_indices(last_idx + 1, indices)
+
+        feat_idx = 0
+        x = self.stem(x)
+        if feat_idx in take_indices:
+            intermediates.append(x)
+        # if-blocks, not conditional expressions: TorchScript drops the arm of an if-block that is_scripting() rules
+        # out, so neither the Sequential slice nor checkpoint_seq (neither of which it compiles) is compiled
+        if torch.jit.is_scripting() or not stop_early:  # noqa: SIM108
+            stages = self.stages
+        else:
+            stages = self.stages[:max_index]
+        for feat_idx, stage in enumerate(stages, start=1):
+            if self.grad_checkpointing and not torch.jit.is_scripting():  # noqa: SIM108
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+            if feat_idx in take_indices:
+                intermediates.append(self.norm(x) if norm and feat_idx == last_idx else x)
+
+        if intermediates_only:
+            return intermediates
+
+        if feat_idx == last_idx:
+            x = self.norm(x)
+
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Prune layers not required for specified intermediates, as timm's ResNetV2.
+
+        Args:
+            indices: Indices of intermediate layers to keep.
+            prune_norm: Whether to prune the final norm.
+            prune_head: Whether to prune the classifier head.
+
+        Returns:
+            List of indices that were kept.
+        """
+        take_indices, max_index = feature_take_indices(len(self.widths) + 1, indices)
+        prune_end = max_index < len(self.widths)
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()  # sized for (and only applied to) the last stage
+        self.stages = self.stages[:max_index]  # the stem is tap 0, so tap i ends stages[:i]
+        if prune_end:
+            # the features now end at the last kept tap; the head is sized for the final features, so it goes too
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

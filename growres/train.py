@@ -89,6 +89,8 @@ class TrainConfig:
     weight_decay: float = _arg(2e-4, "weight decay (not on norms and biases)")
     batch_size: int | None = _arg(None, "global batch size (default: the dataset's, 100 CIFAR, 32 STL-10)")
     eval_batch_size: int = _arg(500, "evaluation batch size")
+    eval_every: int = _arg(1, "evaluate the test set every N epochs, and always at each cycle's end and the last "
+                              "epoch (long runs on a large test set: a sparser curve, the same results)")
     grad_accum: int = _arg(1, "gradient accumulation steps")
     clip_grad: float | None = _arg(None, "clip the gradient norm to this value")
     drop_path_rate: float = _arg(0.0, "timm's stochastic depth rate (per-sample masks: every block is still "
@@ -124,8 +126,8 @@ class TrainConfig:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise GrowresError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
 
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_train_samples", "max_eval_samples",
-                     "img_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "grad_accum", "max_train_samples",
+                     "max_eval_samples", "img_size"):
             positive(name, getattr(self, name))
         if not timm.is_model(self.model):
             raise GrowresError(f"Unknown model {self.model!r}: see `growres list` or timm.list_models().")
@@ -416,7 +418,8 @@ def plot_accuracy(run: RunFolder) -> None:
     epochs = [r["epoch"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [100 * r["train_acc"] for r in rows], label="train")
-    ax.plot(epochs, [100 * r["test_acc"] for r in rows], label="test")
+    tested = [r for r in rows if r["test_acc"] is not None]  # --eval-every: not every epoch
+    ax.plot([r["epoch"] for r in tested], [100 * r["test_acc"] for r in tested], label="test", marker=".")
     for i, record in enumerate(run.growth_records()):
         ax.axvline(record["epoch"], color="grey", linestyle="--", label="interpolation" if i == 0 else None)
     ax.set_xlabel("epoch")
@@ -642,7 +645,8 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
             lr = scheduler.lr
             run.epoch_seconds += time.perf_counter() - clock
             if batch_idx == batches - 1:  # the epoch's last step: evaluate the model it trained, before growth
-                _end_epoch(run, scheduler, eval_loader, data, accelerator, ema, epoch, lr)
+                due = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs or scheduler.step_ends_cycle
+                _end_epoch(run, scheduler, eval_loader if due else None, data, accelerator, ema, epoch, lr)
             if scheduler.step_ends_cycle:
                 _end_cycle(run, scheduler, eval_loader, data, accelerator, data_config)
             clock = time.perf_counter()
@@ -668,8 +672,9 @@ def training_function(config: TrainConfig) -> dict[str, Any]:
 
 
 def _end_epoch(run: _Run, scheduler, eval_loader, data, accelerator, ema, epoch: int, lr: float) -> None:
+    """The epoch's row of metrics.jsonl; its test metrics are None when ``eval_loader`` is (not due, --eval-every)."""
     loss_sum, correct, seen = accelerator.reduce(run.epoch_sums.clone(), "sum").tolist()  # the epoch's one read
-    test_loss, test_acc = evaluate(scheduler.model, eval_loader, data, accelerator)
+    test_loss, test_acc = evaluate(scheduler.model, eval_loader, data, accelerator) if eval_loader else (None, None)
     seconds = run.epoch_seconds
     row = {
         "epoch": epoch + 1, "step": scheduler.step_count + 1, "cycle": scheduler.cycle + 1,
@@ -680,13 +685,14 @@ def _end_epoch(run: _Run, scheduler, eval_loader, data, accelerator, ema, epoch:
         "epoch_seconds": seconds, "cumulative_seconds": run.train_seconds + seconds,
         "images_per_second": seen / seconds if seconds else None,
     }
-    if ema is not None:
+    if ema is not None and eval_loader is not None:
         row["ema_test_loss"], row["ema_test_acc"] = evaluate(ema.module, eval_loader, data, accelerator)
     run.history.append(row)
     run.epoch_sums.zero_()
     run.write_logs()
     accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=epoch + 1)
-    accelerator.print(f"epoch {epoch + 1}: train acc {row['train_acc']:.4f}, test acc {test_acc:.4f}, "
+    tested = f", test acc {test_acc:.4f}" if test_acc is not None else ""
+    accelerator.print(f"epoch {epoch + 1}: train acc {row['train_acc']:.4f}{tested}, "
                       f"blocks {row['layers']}, h={row['step_size']:g}, {seconds:.1f}s")
 
 

@@ -1,9 +1,11 @@
 """Shared pytest fixtures."""
 
+import getpass
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,17 @@ from hub_server import DEFAULT_TOKEN, FakeHub
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N workers share the cores, one thread each
     torch.set_num_threads(1)
+
+# torch.compile's on-disk cache (inductor, torch 2.14) is not keyed by the CPU capability: code compiled under the
+# machine's own kernels is reused under ATEN_CPU_CAPABILITY=avx2 (NaN outputs) or default (C++ compile errors), and
+# back. So each capability gets a cache of its own (in this process and the runs it starts), unless one is set.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    try:
+        _user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        _user = f"uid_{os.getuid()}"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"torchinductor_{_user}_{torch.backends.cpu.get_cpu_capability().lower()}")
 
 # Settings that would send a client elsewhere, make it skip the network, or authenticate it behind the test's back.
 _HUB_ENV_TO_DROP = (

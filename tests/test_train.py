@@ -341,6 +341,7 @@ BAD_COMMANDS = [
     (["--model", "resnet18", "--model-kwargs", "num_classes=3"], "set by growres"),
     (["--model", "resnet18", "--model-kwargs", "patch_size=4"], "Cannot build resnet18"),
     (["--img-size", "0"], "positive integer"),
+    (["--eval-every", "0"], "--eval-every must be a positive integer"),
     (["--stochastic-depth", "1"], "--stochastic-depth (the last block's skip probability) must be in [0, 1)"),
     (["--model", "resnet18", "--stochastic-depth"], "use --drop-path-rate"),
 ]
@@ -464,8 +465,27 @@ def test_identity_growth_drop_path_and_epoch_checkpoints(growres_env, tmp_path, 
     after.load_state_dict(load_file(run.checkpoints()[0] / "model.safetensors"))
     x = torch.randn(4, *before.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(after(x), before(x), atol=1e-5, rtol=1e-5)
+        # exact: new blocks add 0 * G = 0 and old ones compute what they did (scaled by 2 and 0.5: powers of two)
+        torch.testing.assert_close(after(x), before(x), atol=0, rtol=0)
         assert not torch.allclose(trained(x), before(x), atol=1e-3)  # the last epoch trained it on
+
+
+@needs_fashion_mnist
+def test_eval_every_evaluates_at_its_epochs_cycle_ends_and_the_last(growres_env, tmp_path):
+    """--eval-every 3 over 5 epochs with a cycle ending at epoch 2: the test set is evaluated at epoch 2 (a cycle's
+    end), 3 (every third) and 5 (the last) only; the other rows keep their training metrics."""
+    run_dir = tmp_path / "run"
+    result = run_growres("train", "--model", "growres_resnet14", "--epochs", "5", "--cycles", "2", "--eval-every", "3",
+                         "--max-train-samples", "100", "--max-eval-samples", "20", "--batch-size", "50",
+                         "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(run_dir)
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows if r["test_acc"] is not None] == [2, 3, 5]
+    assert all(r["test_loss"] is None for r in rows if r["epoch"] in (1, 4))
+    assert all(r["train_acc"] is not None and r["images_per_second"] > 0 for r in rows)
+    assert [c["test_acc"] for c in run.summary()["cycles"]] == [rows[1]["test_acc"], rows[4]["test_acc"]]
+    assert run.summary()["test_acc"] == rows[4]["test_acc"]
 
 
 @pytest.mark.slow  # a training run of its own

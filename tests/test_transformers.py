@@ -1,5 +1,6 @@
 """Growing stock Hugging Face transformers models (growres[transformers]): one tiny config per family."""
 import copy
+import math
 import re
 
 import pytest
@@ -12,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, vocab_size=64)
 DECODER_TINY = dict(TINY, num_key_value_heads=1, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+EPS = torch.finfo(torch.float32).eps  # 2^-23: the spacing of float32 numbers at 1 (twice the unit roundoff u)
 
 
 def build(family: str, layers: int = 2) -> "transformers.PreTrainedModel":
@@ -91,7 +93,9 @@ def test_identity_growth_keeps_eval_outputs(family):
     interpolate(model, strategy="identity")
     interpolate(model, strategy="identity")
     assert len(layers_of(family, model)) == 8
-    torch.testing.assert_close(outputs(model, family), before, atol=1e-6, rtol=1e-6)
+    # exact: each new layer's branches end in a zero linear (0 * anything + 0 is 0), so it adds exactly 0 to the
+    # residual stream, and each old layer's last linears were scaled by 2 then 0.5 (powers of two: the same weights)
+    torch.testing.assert_close(outputs(model, family), before, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
@@ -101,7 +105,15 @@ def test_post_norm_identity_growth_is_exact_only_while_layer_norms_are_uniform(f
     model = perturb(build(family), keep_norms_uniform=True)
     before = outputs(model, family)
     interpolate(model, strategy="identity")
-    torch.testing.assert_close(outputs(model, family), before, atol=1e-6, rtol=1e-6)
+    # Not exact in float32: LN(x) of an already-normalised x of hidden size H sums H terms for the mean and H for
+    # the variance (≲ log2(H) u each, u = eps/2, pairwise and vectorised), then rsqrt, the subtraction, scale and
+    # shift (≲ 4 u): ≲ (1.5 log2(H) + 5) u ≈ 6 eps of its output's magnitude M for H = 32. The grown model has four
+    # new LayerNorms (two per new layer); the first two's error also goes through old layer 1, which amplifies an
+    # input change ≲ 2.5x (max norm, measured in float64): ≲ (2 + 2 * 2.5) * 6 eps M ≈ 45 eps M, 2.6e-5 at M ≈ 4.9.
+    # Observed: ≤ 3 eps M (1.4e-6, 1.7e-6) under the AVX-512, AVX2 and default kernels.
+    per_layer_norm = (1.5 * math.log2(model.config.hidden_size) + 5) * EPS / 2
+    torch.testing.assert_close(outputs(model, family), before, rtol=0,
+                               atol=(2 + 2 * 2.5) * per_layer_norm * before.abs().max().item())
 
     model = perturb(build(family))
     before = outputs(model, family)
@@ -112,7 +124,8 @@ def test_post_norm_identity_growth_is_exact_only_while_layer_norms_are_uniform(f
     after = outputs(model, family)
     x = seen["x"]
     expected = new_layer.output.LayerNorm(new_layer.attention.output.LayerNorm(x))
-    torch.testing.assert_close(seen["y"], expected, atol=1e-6, rtol=1e-6)
+    # exact: the layer computes LN_out(0 + LN_attn(0 + x)), the same LayerNorms on the same input
+    torch.testing.assert_close(seen["y"], expected, atol=0, rtol=0)
     assert (after - before).abs().max() > 1e-2  # trained LayerNorms: the function changes
 
 
@@ -162,7 +175,8 @@ def test_grown_model_is_an_ordinary_deeper_model(family, tmp_path):
     # the grown config rebuilds the grown model
     rebuilt = type(model)(copy.deepcopy(config)).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)
-    torch.testing.assert_close(outputs(rebuilt, family), outputs(model, family), atol=1e-6, rtol=1e-6)
+    # exact: the same weights in the same layers run the same ops
+    torch.testing.assert_close(outputs(rebuilt, family), outputs(model, family), atol=0, rtol=0)
 
     model.save_pretrained(tmp_path)
     reloaded = type(model).from_pretrained(tmp_path).eval()
@@ -182,7 +196,16 @@ def test_generate_with_the_kv_cache_matches_generate_without_it_after_growth(fam
     uncached = model.generate(prompt, use_cache=False, **kwargs)
     assert torch.equal(cached.sequences, uncached.sequences)
     assert cached.sequences.shape[1] == prompt.shape[1] + 12  # past the sliding window of 4
-    torch.testing.assert_close(torch.stack(cached.scores), torch.stack(uncached.scores), atol=1e-5, rtol=1e-5)
+    # Not exact: with the cache a new token attends by a one-row matmul against the cached keys and values, without
+    # it by a row of the full masked attention: other kernels, other orders of summation. A sum of n terms then
+    # differs by ≲ 2 √n u of its terms' magnitude (typical; u = eps/2), n ≤ 64 here (head_dim 16, ≤ 18 positions,
+    # hidden 32, MLP 64): ≲ 8 eps a sum, six sums a layer (q·k, softmax, its weighted sum, o_proj, MLP in and out),
+    # in the 4 layers that compute (the identity-grown four add an exact 0), and the head's: ≲ (6 * 4 + 1) * 8 eps
+    # ≈ 200 eps of the scores' magnitude M (8.7e-5 at M ≈ 3.7). Observed: ≤ 16 eps M (qwen3, default kernels).
+    # -inf (eos, held back by min_new_tokens) must sit at the same places: assert_close compares infinities exactly.
+    scores, expected = torch.stack(cached.scores), torch.stack(uncached.scores)
+    magnitude = expected[expected.isfinite()].abs().max().item()
+    torch.testing.assert_close(scores, expected, rtol=0, atol=(6 * 4 + 1) * 8 * EPS * magnitude)
 
 
 def renamed(name, layers_path, index):

@@ -1,0 +1,388 @@
+"""Does growing cost accuracy? The paper's question at a plateaued budget, with paired seeds, on the full test set.
+
+The paper's headline (Tables 3 and 4) is >40% less training time *at on-par accuracy*. `time_saved.py --long`
+showed the time; its accuracy interval was undecided, at a budget that had not plateaued, on 2,000 test images
+and 3 unpaired seeds. This script answers it decisively or says how far it got:
+
+1. The pilot: the last-cycle model (growres_resnet50) at the chosen size and at twice its epochs, on >= 2 seeds.
+   The size is a plateau when doubling the epochs gains < 1 pp of mean test accuracy.
+2. The comparison: per seed, the multi-level model (growres_resnet50i), the last-cycle and first-cycle models
+   (growres_resnet50, growres_resnet14; LR restarts at the same points) and the paper's no-restart ablation,
+   at that size. Within a seed every method sees the same data order and augmentation (`growres train` draws
+   both from the seed alone), so the interval of multi-level − last-cycle is the paired one (Student's t over
+   the per-seed differences).
+3. Every run evaluates the full 10,000-image test set at each cycle's end, at the end and every few epochs
+   between (--eval-every). Each finished run is written to the results JSON at once, with the machine it ran on
+   (CPU model and flags, kernels, load) and its own speed; a rerun skips what is done, so the whole may be
+   spread over several invocations (--max-minutes stops starting new runs after that long).
+
+    python benchmarks/plateau.py --plan                # the queue and what is done
+    python benchmarks/plateau.py --max-minutes 120     # run what is missing, for up to ~2 hours
+    python benchmarks/plateau.py --report              # re-summarise the JSON, Markdown and figure only
+    python benchmarks/plateau.py --size smoke --output /tmp/plateau   # a short end-to-end check of the script
+
+Results: benchmarks/results/time_saved_plateau.{json,md,png}.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import machine
+import timm
+import torch
+
+import growres
+from growres import GrowthPlan
+from growres.runs import RunFolder, write_text_atomic
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = {  # name: (model, extra `growres train` flags, what it is)
+    "multilevel": ("growres_resnet50i", (), "multi-level (the paper: copy interpolation, LR restarts)"),
+    "last": ("growres_resnet50", (), "last-cycle model (LR restarts at the same points)"),
+    "first": ("growres_resnet14", (), "first-cycle model (LR restarts at the same points)"),
+    "no-restart": ("growres_resnet50i", ("--no-lr-restarts",), "multi-level without LR restarts (Appendix D)"),
+}
+MARGIN = 0.01  # on par: the whole 95% interval of the accuracy difference within ±1 pp
+PLATEAU_GAIN = 0.01  # a plateau: doubling the epochs gains less than 1 pp
+
+
+@dataclass(frozen=True)
+class Size:
+    """The budget of one comparison; every field is part of each run's key, so results of other sizes never mix."""
+    # 2,000 optimizer steps: the earlier pilots (results/time_saved_pilot_*.md) still gained 7-8 pp from 400 to 800
+    # steps; 10,000 images (not more) because a training set the model fits plateaus in fewer steps, and the whole
+    # queue at this size is about 20 last-cycle runs, ~3 hours at 2 cores' bf16 speed
+    train_images: int | None = 10000
+    epochs: int = 20
+    test_images: int | None = None  # None: the whole test set (10,000 for Fashion-MNIST)
+    eval_every: int = 4  # the full test set costs ~8% of a training epoch: a sparser curve between cycle ends
+    mixed_precision: str = "bf16"  # the fastest measured on this CPU (results/speed_options_*.md), for all alike
+    compile: bool = False  # on a 2-core CPU its 20-30 s of compiling per depth and run outweigh its gain
+    methods: tuple[str, ...] = tuple(METHODS)
+    pilot: bool = True  # the doubled-epoch runs that show the size is a plateau, and bf16's fp32 check
+    dataset: str = "fashion-mnist"
+
+    @property
+    def cycles(self) -> tuple[int, ...]:
+        return GrowthPlan.paper(total=self.epochs).cycles  # the paper's 60/110 of 160, scaled
+
+
+SMOKE = Size(train_images=300, epochs=3, test_images=200, eval_every=2)
+# benchmarks/gpu_check.sh: the Table 3 row on the full training set, with bf16, channels-last and torch.compile, in
+# ~8 minutes on one H200 (16 of the paper's 160 epochs; compiling is about half of it); --cpu-smoke: its code path
+GPU = Size(train_images=None, epochs=16, eval_every=4, compile=True, methods=("first", "last", "multilevel"),
+           pilot=False)
+GPU_SMOKE = Size(train_images=200, epochs=3, test_images=100, eval_every=2, compile=True,
+                 methods=("first", "last", "multilevel"), pilot=False)
+SIZES = {"plateau": Size(), "smoke": SMOKE, "gpu": GPU, "gpu-smoke": GPU_SMOKE}
+PILOT_SEEDS = (0, 1)  # the pilot's doubled runs, and bf16's fp32 check; their runs at the size count for the rest
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    seed: int
+    epochs: int
+    mixed_precision: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.epochs}ep/{self.mixed_precision}/seed{self.seed}"
+
+
+def queue(size: Size, seeds: tuple[int, ...]) -> list[Job]:
+    """Every run the result needs, in the order to run them: the pilot first (if the size has not plateaued,
+    nothing else is worth running at it; its runs at the size are the comparison's last-cycle runs too), then the
+    methods interleaved within each seed (a drift of the machine's speed falls on all alike), then bf16's fp32
+    check."""
+    jobs = [Job("last", seed, epochs, size.mixed_precision) for seed in PILOT_SEEDS
+            for epochs in (size.epochs, 2 * size.epochs)] if size.pilot else []
+    for seed in seeds:
+        jobs += [Job(method, seed, size.epochs, size.mixed_precision) for method in size.methods
+                 if Job(method, seed, size.epochs, size.mixed_precision) not in jobs]
+    if size.pilot and size.mixed_precision != "no":
+        jobs += [Job("last", seed, size.epochs, "no") for seed in PILOT_SEEDS]
+    return jobs
+
+
+# -- running ------------------------------------------------------------------------------------------------
+
+
+def train(job: Job, size: Size, workdir: Path) -> dict:
+    """One `growres train` run in its own process: its result record, with the machine and its own speed."""
+    model, extra, _ = METHODS[job.method]
+    out = workdir / job.key.replace("/", "-")
+    plan = GrowthPlan.paper(total=job.epochs)
+    command = [sys.executable, "-m", "growres", "train", "--model", model, "--dataset", size.dataset,
+               "--epochs", str(job.epochs), "--cycles", ",".join(map(str, plan.cycles)), "--seed", str(job.seed),
+               "--eval-every", str(size.eval_every), "--mixed-precision", job.mixed_precision,
+               "--output-dir", str(out), *extra]
+    if size.compile:
+        command.append("--compile")
+    if size.train_images:
+        command += ["--max-train-samples", str(size.train_images)]
+    if size.test_images:
+        command += ["--max-eval-samples", str(size.test_images)]
+    load_before, started = os.getloadavg()[0], time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    if result.returncode:
+        sys.exit(f"training {job.key} failed:\n{result.stderr[-3000:]}")
+    run = RunFolder(out)
+    rows, summary = run.metrics(), run.summary()
+    per_cycle: dict[int, list[float]] = {}
+    for row in rows:
+        images, seconds = per_cycle.setdefault(row["cycle"], [0.0, 0.0])
+        per_cycle[row["cycle"]] = [images + row["images_per_second"] * row["epoch_seconds"],
+                                   seconds + row["epoch_seconds"]]
+    return {
+        **asdict(job), "model": model, "extra": list(extra), "command": command[2:], "test_acc": summary["test_acc"],
+        "test_loss": summary["test_loss"], "train_seconds": summary["train_seconds"],
+        "wall_seconds": time.perf_counter() - started,
+        "cycle_test_acc": [c["test_acc"] for c in summary["cycles"]],
+        "images_per_second_per_cycle": [images / seconds for images, seconds in per_cycle.values()],
+        "curve": [(r["epoch"], r["cumulative_seconds"], r["test_acc"]) for r in rows if r["test_acc"] is not None],
+        "machine": machine.describe(), "load_average": [load_before, os.getloadavg()[0]],
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+RUN_FIELDS = ("train_images", "epochs", "test_images", "mixed_precision", "compile", "dataset")  # what a run is
+
+
+def load(path: Path, size: Size) -> dict:
+    """The results so far; a file of runs of another size is refused (they are not comparable)."""
+    if not path.exists():
+        return {"size": asdict(size), "runs": {}}
+    result = json.loads(path.read_text())
+    defaults = asdict(Size())  # fields added since the file was written have their defaults in it
+    if any(result["size"].get(key, defaults[key]) != getattr(size, key) for key in RUN_FIELDS):
+        sys.exit(f"{path} holds runs of another size ({result['size']}); give --output for a new file.")
+    result["size"] = asdict(size)
+    return result
+
+
+# -- statistics ---------------------------------------------------------------------------------------------
+
+
+def t_interval(values: list[float], level: float = 0.95) -> list[float] | None:
+    """The Student's t confidence interval of the mean of ``values`` (paired differences); None below 2."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    mean, sem = statistics.mean(values), statistics.stdev(values) / math.sqrt(len(values))
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * sem
+    return [mean - half, mean + half]
+
+
+def verdict(interval: list[float] | None) -> str:
+    """on par (the whole interval within ±MARGIN), worse or better (it excludes 0), else undecided."""
+    if interval is None:
+        return "undecided"
+    low, high = interval
+    if abs(low) <= MARGIN and abs(high) <= MARGIN:
+        return "on par"
+    if high < 0:
+        return "worse"
+    if low > 0:
+        return "better"
+    return "undecided"
+
+
+def paired(runs: dict, a: tuple, b: tuple, seeds) -> dict:
+    """(method, epochs, precision) a − b per seed that has both (pp), with the paired 95% interval."""
+    keys = [(Job(a[0], s, *a[1:]).key, Job(b[0], s, *b[1:]).key) for s in seeds]
+    diffs = [runs[ka]["test_acc"] - runs[kb]["test_acc"] for ka, kb in keys if ka in runs and kb in runs]
+    interval = t_interval(diffs)
+    return {"mean": 100 * statistics.mean(diffs) if diffs else None,
+            "ci95": [100 * v for v in interval] if interval else None, "paired": True, "n": len(diffs),
+            "per_seed": [100 * d for d in diffs], "verdict": verdict(interval)}
+
+
+def summarize(result: dict, size: Size) -> dict:
+    runs = result["runs"]
+    seeds = sorted({r["seed"] for r in runs.values()})
+    at_size = (size.epochs, size.mixed_precision)
+
+    def done(method: str, epochs: int = size.epochs, precision: str = size.mixed_precision) -> list[dict]:
+        return [runs[k] for k in (Job(method, s, epochs, precision).key for s in seeds) if k in runs]
+
+    methods = {}
+    for method in size.methods:
+        accuracies = [100 * r["test_acc"] for r in done(method)]
+        last_seconds = {r["seed"]: r["train_seconds"] for r in done("last")}
+        saved = [1 - r["train_seconds"] / last_seconds[r["seed"]] for r in done(method) if r["seed"] in last_seconds]
+        methods[method] = {
+            "seeds": [r["seed"] for r in done(method)], "test_acc": accuracies,
+            "test_acc_mean": statistics.mean(accuracies) if accuracies else None,
+            "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+            "train_seconds_mean": statistics.mean(r["train_seconds"] for r in done(method)) if accuracies else None,
+            "time_saved_vs_last": {"mean": statistics.mean(saved) if saved else None,
+                                   "std": statistics.stdev(saved) if len(saved) > 1 else None},
+            "minus_last_pp": paired(runs, (method, *at_size), ("last", *at_size), seeds),
+        }
+    pilot = []
+    for epochs in (size.epochs, 2 * size.epochs):
+        accuracies = [r["test_acc"] for r in done("last", epochs) if r["seed"] in PILOT_SEEDS]
+        pilot.append({"train_images": size.train_images, "epochs": epochs, "seeds": len(accuracies),
+                      "accuracy_mean": 100 * statistics.mean(accuracies) if accuracies else None})
+    for shorter, longer in zip(pilot, pilot[1:]):
+        both = shorter["accuracy_mean"] is not None and longer["accuracy_mean"] is not None
+        longer["gain_pp"] = longer["accuracy_mean"] - shorter["accuracy_mean"] if both else None
+    pilot[0]["gain_pp"] = None
+    multilevel = methods["multilevel"]
+    compared = sorted(set(methods["multilevel"]["seeds"]) & set(methods["last"]["seeds"]))
+    return {
+        "seeds": compared, "methods": methods, "pilot": pilot,
+        "plateau": pilot[1]["gain_pp"] is not None and pilot[1]["gain_pp"] < 100 * PLATEAU_GAIN,
+        "multilevel_minus_last_pp": multilevel["minus_last_pp"],
+        "time_saved": multilevel["time_saved_vs_last"],
+        "bf16_minus_fp32_pp": paired(runs, ("last", *at_size), ("last", size.epochs, "no"), PILOT_SEEDS)
+        if size.pilot and size.mixed_precision != "no" else None,
+        "verdict": multilevel["minus_last_pp"]["verdict"],
+    }
+
+
+# -- report -------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def interval(diff: dict) -> str:
+    if diff["mean"] is None:
+        return "—"
+    ci = f"[{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]" if diff["ci95"] else "(one seed)"
+    return f"{diff['mean']:+.2f} pp {ci}, n={diff['n']}: {diff['verdict']}"
+
+
+def markdown(result: dict, size: Size) -> str:
+    s = result["summary"]
+    machines = sorted({machine.line(r["machine"]) for r in result["runs"].values()})
+    lines = [
+        "# growres benchmark: accuracy at a plateau (paired seeds, full test set)",
+        "",
+        f"Fashion-MNIST, {size.train_images or 'all'} training images, {size.test_images or 'all 10,000'} test "
+        f"images · {size.epochs} epochs, cycles start at {list(size.cycles)} (the paper's 60/110 of 160) · "
+        f"mixed precision {size.mixed_precision}, channels-last{', torch.compile' if size.compile else ''} · "
+        f"batch 100, η_max 0.5 · "
+        f"{len(result['runs'])} runs, on: {'; '.join(machines) or '—'}",
+        "",
+        "## Pilot: the last-cycle model as its epochs double",
+        "",
+        "| training images | epochs | seeds | test acc (%) | gain over half the epochs (pp) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in s["pilot"]:
+        lines.append(f"| {row['train_images'] or 'all'} | {row['epochs']} | {row['seeds']} | "
+                     f"{fmt(row['accuracy_mean'])} | {fmt(row['gain_pp'])} |")
+    lines += ["", f"Plateau (gain < {100 * PLATEAU_GAIN:g} pp): **{'yes' if s['plateau'] else 'not shown'}**.", ""]
+    if not size.pilot:  # a check of the code path on other hardware: no pilot was run
+        lines = lines[:4]
+    lines += ["## Methods", "",
+              "| method | model | seeds | test acc (%) | − last-cycle (paired 95% CI) | training s | time saved (%) |",
+              "|---|---|---|---|---|---|---|"]
+    for method, stat in s["methods"].items():
+        model, extra, what = METHODS[method]
+        saved = stat["time_saved_vs_last"]
+        acc = f"{fmt(stat['test_acc_mean'])} ± {fmt(stat['test_acc_std'])}"
+        lines.append(f"| {what} | `{' '.join((model, *extra))}` | {len(stat['seeds'])} | {acc} | "
+                     f"{'—' if method == 'last' else interval(stat['minus_last_pp'])} | "
+                     f"{fmt(stat['train_seconds_mean'], 0)} | "
+                     f"{'—' if method == 'last' else fmt(saved['mean'] and 100 * saved['mean'], 1)} |")
+    lines += ["", f"**Verdict, multi-level − last-cycle: {s['verdict']}** ({interval(s['multilevel_minus_last_pp'])}; "
+                  f"on par means the whole interval within ±{100 * MARGIN:g} pp)."]
+    if s["bf16_minus_fp32_pp"] is not None:
+        lines.append(f"\nbf16 − fp32, last-cycle model at this size: {interval(s['bf16_minus_fp32_pp'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, size: Size, path: Path) -> None:
+    """Test accuracy against training time at each evaluation: the mean over seeds, a band from min to max."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in size.methods:
+        keys = [Job(method, seed, size.epochs, size.mixed_precision).key for seed in result["summary"]["seeds"]]
+        curves = [result["runs"][k]["curve"] for k in keys if k in result["runs"]]
+        if not curves:
+            continue
+        points = list(zip(*curves))  # per evaluation: (epoch, seconds, accuracy) of every seed
+        seconds = [statistics.mean(p[1] for p in point) for point in points]
+        accuracy = [[100 * p[2] for p in point] for point in points]
+        line, = ax.plot(seconds, [statistics.mean(a) for a in accuracy], marker=".", label=method)
+        ax.fill_between(seconds, [min(a) for a in accuracy], [max(a) for a in accuracy], color=line.get_color(),
+                        alpha=0.2, linewidth=0)
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Fashion-MNIST, {size.train_images or 'all'} images, {size.epochs} epochs: mean over seeds, "
+                 "min–max band")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(result: dict, size: Size, stem: Path) -> None:
+    result["summary"] = summarize(result, size)
+    result.update({k: result["summary"][k] for k in ("seeds", "pilot", "multilevel_minus_last_pp", "time_saved",
+                                                     "verdict")})
+    result["test_images"] = size.test_images or 10000
+    result["torch"], result["timm"], result["growres"] = torch.__version__, timm.__version__, growres.__version__
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(f"{stem}.json"), json.dumps(result, indent=2))
+    write_text_atomic(Path(f"{stem}.md"), markdown(result, size))
+    if result["runs"]:
+        plot(result, size, Path(f"{stem}.png"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--plan", action="store_true", help="list the queue, what is done, and stop")
+    what.add_argument("--report", action="store_true", help="re-summarise the results file only")
+    parser.add_argument("--size", choices=SIZES, default="plateau",
+                        help="plateau (the evidence), smoke (a minute, to check the script), gpu (benchmarks/"
+                             "gpu_check.sh: the Table 3 row on one GPU), gpu-smoke (its code path on a CPU)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of every method (more: a narrower interval)")
+    parser.add_argument("--max-minutes", type=float, default=math.inf, help="start no run after this long")
+    parser.add_argument("--output", type=Path, default=RESULTS / "time_saved_plateau", help="results file stem")
+    args = parser.parse_args()
+    size = SIZES[args.size]
+    stem = args.output
+    result = load(Path(f"{stem}.json"), size)
+    jobs = queue(size, tuple(range(args.seeds)))
+    todo = [job for job in jobs if job.key not in result["runs"]]
+    if args.plan:
+        for job in jobs:
+            print(f"{'done' if job.key in result['runs'] else 'todo'}  {job.key}")
+        return print(f"{len(todo)} of {len(jobs)} runs to go")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for job in [] if args.report else todo:
+            if (time.perf_counter() - started) / 60 > args.max_minutes:
+                print(f"--max-minutes {args.max_minutes:g} reached; rerun to continue", flush=True)
+                break
+            record = train(job, size, Path(tmp))
+            result["runs"][job.key] = record
+            write(result, size, stem)  # at once: an interrupted invocation loses at most the run in progress
+            print(f"{job.key}: {100 * record['test_acc']:.2f}% in {record['train_seconds']:.0f} s "
+                  f"({record['wall_seconds']:.0f} s wall)", flush=True)
+    write(result, size, stem)
+    print(markdown(result, size))
+
+
+if __name__ == "__main__":
+    main()

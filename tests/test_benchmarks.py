@@ -1,0 +1,111 @@
+"""The evidence benchmark's bookkeeping (benchmarks/plateau.py): the queue, resuming, the paired interval and the
+verdict, and its GPU check's code path on a CPU (slow)."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import needs_fashion_mnist
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import plateau  # noqa: E402  (a script of benchmarks/, not a package)
+
+
+def record(method: str, seed: int, test_acc: float, seconds: float, epochs: int = 20, precision: str = "bf16"):
+    return {"method": method, "seed": seed, "epochs": epochs, "mixed_precision": precision, "test_acc": test_acc,
+            "train_seconds": seconds, "curve": [(epochs, seconds, test_acc)]}
+
+
+def results(accuracies: dict[str, list[float]], seconds: dict[str, float] | None = None) -> dict:
+    runs = {}
+    for method, values in accuracies.items():
+        for seed, acc in enumerate(values):
+            r = record(method, seed, acc, (seconds or {}).get(method, 100.0))
+            runs[plateau.Job(method, seed, 20, "bf16").key] = r
+    return {"size": {}, "runs": runs}
+
+
+def test_queue_runs_the_pilot_first_then_every_method_per_seed_then_the_fp32_check():
+    jobs = plateau.queue(plateau.Size(), seeds=(0, 1, 2))
+    keys = [job.key for job in jobs]
+    assert keys[:4] == ["last/20ep/bf16/seed0", "last/40ep/bf16/seed0", "last/20ep/bf16/seed1", "last/40ep/bf16/seed1"]
+    assert keys[-2:] == ["last/20ep/no/seed0", "last/20ep/no/seed1"]
+    assert len(keys) == len(set(keys)) == 4 + 3 * 4 - 2 + 2  # the pilot's runs at the size are the comparison's
+    for seed in (0, 1, 2):  # each seed has every method
+        assert {job.method for job in jobs if job.seed == seed and job.epochs == 20 and job.mixed_precision == "bf16"} \
+            == set(plateau.METHODS)
+    gpu = plateau.queue(plateau.GPU, seeds=(0,))
+    assert [job.method for job in gpu] == ["first", "last", "multilevel"]
+
+
+def test_paired_interval_is_students_t_over_the_per_seed_differences():
+    from scipy import stats
+
+    last = [0.90, 0.91, 0.92, 0.905, 0.915]
+    diffs = [-0.004, 0.002, -0.001, 0.003, 0.0]
+    result = results({"last": last, "multilevel": [a + d for a, d in zip(last, diffs)]})
+    paired = plateau.paired(result["runs"], ("multilevel", 20, "bf16"), ("last", 20, "bf16"), range(5))
+    mean, sd = sum(diffs) / 5, math.sqrt(sum((d - sum(diffs) / 5) ** 2 for d in diffs) / 4)
+    half = stats.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    assert paired["paired"] is True and paired["n"] == 5
+    assert paired["mean"] == pytest.approx(100 * mean, abs=1e-9)
+    assert paired["ci95"] == pytest.approx([100 * (mean - half), 100 * (mean + half)], abs=1e-9)
+    # the seeds' own spread (2 pp) is far wider than the differences': an unpaired interval could not be on par
+    assert paired["verdict"] == "on par"
+
+
+@pytest.mark.parametrize("interval, verdict", [
+    (None, "undecided"), ([-0.009, 0.009], "on par"), ([-0.011, 0.005], "undecided"), ([-0.03, -0.001], "worse"),
+    ([0.001, 0.02], "better"), ([-0.005, 0.012], "undecided"),
+])
+def test_verdict(interval, verdict):
+    assert plateau.verdict(interval) == verdict
+
+
+def test_summary_has_the_issues_schema_and_time_saved_is_paired_by_seed():
+    result = results({"last": [0.9, 0.9], "multilevel": [0.89, 0.91], "first": [0.88, 0.88], "no-restart": [0.9, 0.9]},
+                     seconds={"last": 200.0, "multilevel": 110.0, "first": 50.0, "no-restart": 110.0})
+    summary = plateau.summarize(result, plateau.Size())
+    assert summary["seeds"] == [0, 1] and summary["verdict"] == "undecided"
+    assert summary["time_saved"]["mean"] == pytest.approx(0.45)
+    assert summary["multilevel_minus_last_pp"]["paired"] is True
+    assert summary["pilot"][0]["epochs"] == 20 and summary["pilot"][1]["epochs"] == 40
+    assert summary["pilot"][1]["gain_pp"] is None and summary["plateau"] is False  # no doubled run yet
+    result["runs"]["last/40ep/bf16/seed0"] = record("last", 0, 0.905, 400.0, epochs=40)
+    summary = plateau.summarize(result, plateau.Size())
+    assert summary["pilot"][1]["gain_pp"] == pytest.approx(0.5) and summary["plateau"] is True
+
+
+def test_a_results_file_of_another_size_is_refused_and_one_of_the_same_is_resumed(tmp_path):
+    path = tmp_path / "r.json"
+    size = plateau.Size()
+    path.write_text(json.dumps({"size": {"train_images": 10000, "epochs": 20, "test_images": None,
+                                         "mixed_precision": "bf16", "dataset": "fashion-mnist"},  # no `compile` yet
+                                "runs": {"last/20ep/bf16/seed0": record("last", 0, 0.9, 1.0)}}))
+    assert list(plateau.load(path, size)["runs"]) == ["last/20ep/bf16/seed0"]
+    with pytest.raises(SystemExit, match="another size"):
+        plateau.load(path, plateau.Size(epochs=10))
+
+
+@pytest.mark.slow  # three training runs, each compiling its model
+@needs_fashion_mnist
+def test_gpu_check_runs_its_code_path_on_a_cpu(growres_env, tmp_path):
+    """benchmarks/gpu_check.sh --cpu-smoke: the Table 3 row with bf16, channels-last and torch.compile, tiny, into
+    the plateau benchmark's schema."""
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--cpu-smoke", str(tmp_path)],
+                            env=dict(growres_env, OMP_NUM_THREADS=str(os.cpu_count())), capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads((tmp_path / "time_saved_gpu-smoke.json").read_text())
+    assert {"seeds", "test_images", "pilot", "multilevel_minus_last_pp", "time_saved", "verdict"} <= written.keys()
+    assert written["multilevel_minus_last_pp"]["paired"] is True and written["seeds"] == [0]
+    runs = written["runs"].values()
+    assert sorted(r["method"] for r in runs) == ["first", "last", "multilevel"]
+    for run in runs:
+        assert "--compile" in run["command"] and run["command"][run["command"].index("--mixed-precision") + 1] == "bf16"
+        assert 0 <= run["test_acc"] <= 1 and run["machine"]["cpu"]
+    assert (tmp_path / "time_saved_gpu-smoke.md").read_text().startswith("# growres benchmark")
