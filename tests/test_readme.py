@@ -1,5 +1,6 @@
 """The README's growth examples run as printed (on a shorter plan and a tiny loader), and its benchmark numbers are
 the committed results'."""
+import json
 import re
 from pathlib import Path
 
@@ -45,3 +46,20 @@ def test_readme_quotes_the_long_benchmark_as_committed():
     missing = [line for line in quoted if line not in readme]
     assert not missing, missing
 
+
+
+QUICKSTART = Path(__file__).parents[1] / "benchmarks" / "results" / "quickstart.json"
+
+
+def test_readme_quick_start_promises_the_committed_range():
+    """The accuracy range the quick start promises, overall and per kernel, is that of the committed runs."""
+    runs = json.loads(QUICKSTART.read_text())["runs"]
+    readme = README.read_text()
+
+    def span(accuracies):
+        return f"{100 * min(accuracies):.2f}–{100 * max(accuracies):.2f}%"
+
+    assert f"**test accuracy {span([r['test_acc'] for r in runs])}**" in readme
+    for kernels in {r["kernels"] for r in runs}:
+        assert f"({span([r['test_acc'] for r in runs if r['kernels'] == kernels])}" in readme, kernels
+    assert {r["seed"] for r in runs} == {0, 1, 2} and "seeds 0–2" in readme
