@@ -107,7 +107,8 @@ def test_known_name_with_dataset_id_uses_spec(local_sets, dataset, schema, pad, 
     if published:
         assert (data.mean, data.std) == (spec.mean, spec.std)
     else:
-        # two float64 means of n pixels (per-value counts there, a sum here): ≲ (n + 256) u64 apart, worst case
+        # two float64 means of n pixels (a sum of n here, of 256 per-value counts in the loader, then a division):
+        # ≲ (n + 260) u64 apart, worst case
         n = data.train_images[:, 0].numel()
         assert data.mean == pytest.approx(data.train_images.double().div(255).mean(dim=(0, 2, 3)).tolist(),
                                           rel=(n + 260) * torch.finfo(torch.float64).eps / 2)

@@ -25,11 +25,11 @@ import subprocess
 import sys
 
 SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
-# what each capability is narrowed to; any other capability but DEFAULT is narrowed to default, oneDNN untouched
-KERNELS = {
+KERNELS = {  # the settings of each narrower x86 capability, torch's and oneDNN's
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
 }
+# what each capability is narrowed to; any other capability but DEFAULT is narrowed to default, oneDNN untouched
 NARROWER = {"AVX512": KERNELS["avx2"], "AVX2": KERNELS["default"]}
 RANK = {"DEFAULT": 0, "AVX2": 1, "AVX512": 2}  # x86; other architectures: DEFAULT is below all of them
 
