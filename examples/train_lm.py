@@ -8,9 +8,10 @@ The model is a stock Llama (or GPT-2, ``--family gpt2``) built from a config, wi
 text is the English of the Debian package ``fortunes`` (``apt-get install fortunes``: about 2.5 MB of quotations
 and literature under /usr/share/games/fortunes), read as bytes, so the tokenizer is the identity on 0..255.
 ``GrowthScheduler`` sets the cyclic cosine learning rate (Eq. 9 of the paper), grows the model at the cycle
-starts (each layer followed by its copy, every residual branch halved) and carries AdamW's state over to the
-new layers. Each run writes ``metrics.jsonl`` (validation loss against training seconds) and the final model as
-an ordinary ``save_pretrained`` folder. ``accelerate launch examples/train_lm.py ...`` runs it under DDP
+starts (each layer followed by its copy, every residual branch halved; ``--strategy stack`` repeats the whole
+stack instead, G_stack's operator) and carries AdamW's state over to the new layers. Each run writes
+``metrics.jsonl`` (validation loss against training seconds) and the final model as an ordinary
+``save_pretrained`` folder. ``accelerate launch examples/train_lm.py ...`` runs it under DDP
 (checked with two CPU processes); ``--batch-size`` is per process.
 """
 import argparse
@@ -85,7 +86,7 @@ def training_function(args: argparse.Namespace) -> list[dict]:
     paper = growres.GrowthPlan.paper(interpolations=args.growths, total=args.steps, grow=not args.full_depth)
     plan = dataclasses.replace(paper, unit="step")
     scheduler = growres.GrowthScheduler(model, optimizer, plan, lr_max=args.lr_max, lr_min=args.lr_min,
-                                        accelerator=accelerator)
+                                        strategy=args.strategy, accelerator=accelerator)
 
     metrics, seconds, step = [], 0.0, 0
     output = Path(args.output_dir)
@@ -125,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--family", choices=("llama", "gpt2"), default="llama")
     parser.add_argument("--layers", type=int, default=2, help="Layers at the start (default 2).")
     parser.add_argument("--growths", type=int, default=2, help="Times the model doubles its layers (default 2).")
+    parser.add_argument("--strategy", choices=growres.STRATEGIES, default="copy",
+                        help="How to grow (default copy, the paper's; stack: G_stack's; growres list --strategies).")
     parser.add_argument("--full-depth", action="store_true",
                         help="Train the final depth from the start (the baseline), with the same LR restarts.")
     parser.add_argument("--steps", type=int, default=160, help="Optimizer steps (default 160; growth at 60 and 110).")

@@ -12,26 +12,41 @@ __version__ = "0.1.0"
 from . import multilevel_resnet, transformers_adapters  # noqa: F401
 from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
-from .growth import GrowthAdapter, get_adapter, grow, interpolate, register_adapter, registered_adapters, stage_layers
-from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer
+from .growth import (
+    STRATEGIES,
+    GrowthAdapter,
+    GrowthStrategy,
+    get_adapter,
+    get_strategy,
+    grow,
+    interpolate,
+    register_adapter,
+    registered_adapters,
+    stage_layers,
+)
+from .scheduler import GrowthPlan, GrowthRecord, GrowthScheduler, cyclic_cosine_lr, rebuild_optimizer, regroup_optimizer
 from .time_saved import forward_flops, theoretical_time_saved
 
 __all__ = [
+    "STRATEGIES",
     "GrowresError",
     "GrowthAdapter",
     "GrowthPlan",
     "GrowthRecord",
     "GrowthScheduler",
+    "GrowthStrategy",
     "__version__",
     "cyclic_cosine_lr",
     "forward_flops",
     "get_adapter",
+    "get_strategy",
     "grow",
     "grow_sharded",
     "interpolate",
     "keep_freed_cpu_memory",
     "push_to_hub",
     "rebuild_optimizer",
+    "regroup_optimizer",
     "register_adapter",
     "registered_adapters",
     "stage_layers",

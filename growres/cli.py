@@ -6,17 +6,21 @@ import timm
 
 from . import __version__
 from .errors import GrowresError
-from .growth import registered_adapters
+from .growth import GROWTH_STRATEGIES, registered_adapters
 
 __all__ = ["main"]
 
 
 def list_command_parser(subparsers) -> None:
     parser = subparsers.add_parser("list", help="List the registered growres models (or, with --families, every "
-                                                "model family growth knows).")
+                                                "model family growth knows; with --strategies, the growth "
+                                                "strategies).")
     parser.add_argument("--num-classes", type=int, default=10, help="Classes for the parameter count (default 10).")
     parser.add_argument("--families", action="store_true",
                         help="List the model families growth knows (its registered adapters), with example models.")
+    parser.add_argument("--strategies", action="store_true",
+                        help="List the growth strategies (--strategy of growres train): where each puts the new "
+                             "blocks and how it scales the residual branches and h.")
     parser.set_defaults(func=list_command)
 
 
@@ -25,6 +29,13 @@ def list_command(args: argparse.Namespace) -> None:
         _print_table([("family", "example models", "what")] + [
             (adapter.name, ", ".join(adapter.examples) or "-", adapter.description or "-")
             for adapter in registered_adapters()
+        ])
+        return
+    if args.strategies:
+        _print_table([("strategy", "new blocks", "new branch x", "old branch x", "h x", "what")] + [
+            (s.name, s.placement.__name__.replace("_", " "), f"{s.new_branch_scale:g}", f"{s.old_branch_scale:g}",
+             f"{s.step_factor:g}", s.description)
+            for s in GROWTH_STRATEGIES
         ])
         return
     rows = [("model", "blocks", "h", "growth plan", "params")]

@@ -15,6 +15,23 @@ Rules every adapter follows:
   and its branch is never rescaled; the block inserted after it copies the next old block (Appendix B);
 * a stage made of one transition block has no block of its shape to copy: interpolation refuses such
   a model, before touching it, with a message naming the stage.
+
+How the new blocks are placed and how branches and h are scaled is a :class:`GrowthStrategy`, a row of
+data in :data:`GROWTH_STRATEGIES` (by name: :data:`STRATEGIES`). Every strategy makes the same new blocks,
+one per old block, copied from the sources above, so every stage doubles:
+
+* ``copy`` (the paper): each block followed by its copy, h halved;
+* ``identity``: the same layout, each new branch zeroed and each old time step's doubled, h halved: the grown
+  model computes exactly what the shallow one did;
+* ``stack`` (G_stack, Du et al., "Stacking Your Transformers", NeurIPS 2024): each stage's blocks followed by
+  the new blocks in the same order (blocks 0..L-1, 0..L-1), nothing rescaled, h unchanged. A stage that starts
+  with a transition T is not repeated whole (a second T would see its output shape): its new blocks are those
+  ``copy`` makes, in order, so [T, b1, b2] becomes [T, b1, b2, b1', b1', b2'];
+* ``copy-unscaled``: ``copy``'s layout with nothing rescaled and h unchanged (next to ``copy``, the effect of
+  halving h; next to ``stack``, the effect of the order of the blocks).
+
+A placement that would put a new block behind another transition than its source's (possible only with a
+transition after a stage's first block, which no built-in adapter has) is refused before anything changes.
 """
 import copy
 from collections.abc import Callable
@@ -35,11 +52,62 @@ except ImportError:  # older torch, or a build without torch.distributed: nothin
         """Stand-in of which no module is an instance."""
 
 __all__ = [
-    "GrowthAdapter", "STRATEGIES", "interpolate", "grow", "register_adapter", "registered_adapters", "get_adapter",
-    "stage_layers", "uncompiled", "module_class", "is_sharded", "scale_layer",
+    "GrowthAdapter", "GrowthStrategy", "GROWTH_STRATEGIES", "STRATEGIES", "get_strategy", "interpolate", "grow",
+    "register_adapter", "registered_adapters", "get_adapter", "stage_layers", "state_dict_layers", "grow_to",
+    "uncompiled", "module_class", "is_sharded", "scale_layer",
 ]
 
-STRATEGIES = ("copy", "identity")
+
+def interleave(old: list, new: list) -> list:
+    """Each old block followed by the new block made for it: [b0, b0', b1, b1', ...]."""
+    return [block for pair in zip(old, new, strict=True) for block in pair]
+
+
+def after_stage(old: list, new: list) -> list:
+    """The stage's old blocks, then the new ones in the same order: [b0, b1, ..., b0', b1', ...]."""
+    return [*old, *new]
+
+
+@dataclass(frozen=True)
+class GrowthStrategy:
+    """One interpolation strategy, as data: where the new blocks go and how residual branches and h are scaled.
+
+    The new blocks are the same for every strategy (one per old block, copied as Appendix B says); a strategy
+    only places and scales them. Scales multiply a block's branch through its adapter's ``scale_branch``; a
+    transition's branch is never rescaled, and a new block is never a transition.
+    """
+    name: str
+    placement: Callable[[list, list], list]  # (a stage's old blocks, the new block for each) -> the grown stage
+    new_branch_scale: float  # multiplies every new block's branch
+    old_branch_scale: float  # multiplies every old time-step block's branch
+    step_factor: float  # multiplies h: the explicit h where the model has one, else every time step's branch
+    description: str  # one line, for `growres list --strategies` and `growres train --help`
+
+
+GROWTH_STRATEGIES = (
+    GrowthStrategy("copy", interleave, 1.0, 1.0, 0.5,
+                   "the paper's interpolation, each block followed by its copy and h halved (the same ODE on a grid "
+                   "twice as fine)"),
+    # the old branch doubles as h halves, so its effective step h * G is what it was; new blocks add exactly 0
+    GrowthStrategy("identity", interleave, 0.0, 2.0, 0.5,
+                   "copy's layout with each new branch zeroed and each old one doubled, h halved: the function "
+                   "does not change"),
+    GrowthStrategy("stack", after_stage, 1.0, 1.0, 1.0,
+                   "G_stack (Du et al., 2024): each stage's blocks followed by their copies in the same order, "
+                   "nothing rescaled, h unchanged (a stage's transition is not repeated)"),
+    GrowthStrategy("copy-unscaled", interleave, 1.0, 1.0, 1.0,
+                   "copy's layout, nothing rescaled, h unchanged: next to copy, the effect of halving h; next to "
+                   "stack, that of the order"),
+)
+STRATEGIES = tuple(strategy.name for strategy in GROWTH_STRATEGIES)
+
+
+def get_strategy(name: str) -> GrowthStrategy:
+    """The strategy called ``name``, or a GrowresError naming the choices."""
+    for strategy in GROWTH_STRATEGIES:
+        if strategy.name == name:
+            return strategy
+    raise GrowresError(f"Unknown interpolation strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
 
 
 @dataclass(frozen=True)
@@ -117,6 +185,36 @@ def stage_layers(model: nn.Module) -> tuple[int, ...]:
     return tuple(len(stage) for stage in get_adapter(model).stages(model))
 
 
+def state_dict_layers(model: nn.Module, keys) -> tuple[int, ...]:
+    """Blocks per stage that a state dict of ``model``'s architecture holds, from its ``keys``: for each stage, one
+    more than the highest block index under the stage's name (0 where no key is under it, as in one file of a
+    sharded checkpoint)."""
+    model = uncompiled(model)
+    names = {module: name for name, module in model.named_modules()}
+    prefixes = [f"{names[stage]}." for stage in get_adapter(model).stages(model)]
+    depth = [0] * len(prefixes)
+    for key in keys:
+        for idx, prefix in enumerate(prefixes):
+            block = key[len(prefix):].split(".", 1)[0] if key.startswith(prefix) else ""
+            if block.isdigit():
+                depth[idx] = max(depth[idx], int(block) + 1)
+    return tuple(depth)
+
+
+def grow_to(model: nn.Module, layers: tuple[int, ...], strategy: str = "copy") -> None:
+    """Grow ``model`` in place until it has ``layers`` blocks per stage, e.g. a checkpoint's depth before loading
+    the checkpoint's weights into it (which replace every weight growth set). Refuses, before anything changes, a
+    depth that interpolations (each doubling every stage) cannot reach from the model's."""
+    current, layers = stage_layers(model), tuple(layers)
+    reachable = {tuple(n << growths for n in current): growths for growths in range(32)}
+    if layers not in reachable:
+        raise GrowresError(f"Growth cannot take a model of {current} blocks per stage to {layers}: each interpolation "
+                           "doubles every stage. Build the model at the run's starting depth.")
+    growths = reachable[layers]
+    for _ in range(growths):
+        grow(model, strategy)
+
+
 def _set_blocks(stage: nn.Sequential, blocks: list[nn.Module]) -> None:
     """Replace a stage's blocks in place, so references to the stage stay valid."""
     for name in list(stage._modules):
@@ -126,7 +224,7 @@ def _set_blocks(stage: nn.Sequential, blocks: list[nn.Module]) -> None:
 
 
 def _plan_copies(adapter: GrowthAdapter, stage_idx: int, blocks: list[nn.Module]) -> list[nn.Module]:
-    """For each block of a stage, the old block the block inserted after it copies."""
+    """For each block of a stage, the old block that the new block made for it copies (whatever the placement)."""
     sources = []
     for idx, block in enumerate(blocks):
         if not adapter.is_transition(block):
@@ -141,8 +239,38 @@ def _plan_copies(adapter: GrowthAdapter, stage_idx: int, blocks: list[nn.Module]
     return sources
 
 
+def _check_placement(adapter: GrowthAdapter, strategy: GrowthStrategy, stage_idx: int, blocks: list[nn.Module],
+                     sources: list[nn.Module]) -> None:
+    """Refuse a placement that puts a new block behind another transition than its source: its input would have
+    another shape than the one the source was made for."""
+    def transitions_up_to(block: nn.Module) -> int:
+        return sum(adapter.is_transition(b) for b in blocks[:blocks.index(block) + 1])
+
+    # placed as tokens: old blocks and sources may be the same modules
+    placed = strategy.placement([("old", b) for b in blocks], [("new", s) for s in sources])
+    passed = 0
+    for kind, block in placed:
+        if kind == "old":
+            passed += adapter.is_transition(block)
+        elif passed != transitions_up_to(block):
+            beside = ", ".join(s.name for s in GROWTH_STRATEGIES if s.placement is interleave)
+            raise GrowresError(
+                f"Stage {stage_idx} has a shape-changing block after its first block, so strategy {strategy.name!r} "
+                "would place a new block where its input has another shape than its source's: grow this model with "
+                f"a strategy that keeps each new block beside its source ({beside})."
+            )
+
+
+def _scale_branch(adapter: GrowthAdapter, block: nn.Module, factor: float) -> None:
+    """Multiply a block's branch by a strategy's ``factor``."""
+    if factor != 1.0:  # a strategy's "leave it as it is": no arithmetic on the weights at all
+        adapter.scale_branch(block, factor)
+
+
 def _scale_step(adapter: GrowthAdapter, model: nn.Module, factor: float) -> None:
     """Multiply h by ``factor``: the explicit h where the model has one, else every time step's branch."""
+    if factor == 1.0:
+        return
     if adapter.scale_step is not None:
         adapter.scale_step(model, factor)
         return
@@ -155,52 +283,62 @@ def _scale_step(adapter: GrowthAdapter, model: nn.Module, factor: float) -> None
 def plan_growth(model: nn.Module, strategy: str = "copy") -> list[list[nn.Module]]:
     """For each stage of ``model``, the old block each new block will copy; a GrowresError if ``model`` cannot
     grow with ``strategy`` (checked before anything changes)."""
-    if strategy not in STRATEGIES:
-        raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+    row = get_strategy(strategy)
     model = uncompiled(model)
     adapter = get_adapter(model)
-    return [_plan_copies(adapter, idx, list(stage)) for idx, stage in enumerate(adapter.stages(model))]
+    plans = []
+    for idx, stage in enumerate(adapter.stages(model)):
+        blocks = list(stage)
+        sources = _plan_copies(adapter, idx, blocks)
+        _check_placement(adapter, row, idx, blocks, sources)
+        plans.append(sources)
+    return plans
 
 
-def grow(model: nn.Module, strategy: str = "copy") -> dict[nn.Parameter, nn.Parameter]:
-    """Interpolate ``model`` in place; return each new parameter's source parameter.
+def grow(model: nn.Module, strategy: str = "copy", *,
+         copy_block: Callable[[nn.Module], nn.Module] = copy.deepcopy) -> dict[nn.Parameter, nn.Parameter]:
+    """Interpolate ``model`` in place with the named :class:`GrowthStrategy`; return each new parameter's source
+    parameter.
 
     The mapping lets an optimizer give every new parameter the state of the parameter it was copied
-    from (:class:`growres.GrowthScheduler` does this).
+    from (:class:`growres.GrowthScheduler` does this). ``copy_block(source)`` makes each new block, an exact copy
+    of ``source`` with its parameters in the same order; the strategy then places and scales it like any block,
+    through the adapter (:func:`growres.grow_sharded` passes one that copies a sharded block shard by shard).
     """
     model = uncompiled(model)
     adapter = get_adapter(model)
     stages = adapter.stages(model)
     plans = plan_growth(model, strategy)  # checks all first
+    row = get_strategy(strategy)
 
     sources: dict[nn.Parameter, nn.Parameter] = {}
     with torch.no_grad():
         for stage, copy_from in zip(stages, plans):
-            grown = []
-            for block, source in zip(list(stage), copy_from):
-                new_block = copy.deepcopy(source)
+            old = list(stage)
+            new = [copy_block(source) for source in copy_from]  # all copied before any old branch is scaled
+            for new_block, source in zip(new, copy_from):
                 sources.update(zip(new_block.parameters(), source.parameters()))
-                if strategy == "identity":
-                    # the new step starts at zero; the old step doubles so that, once h halves below,
-                    # its effective step h * G is what it was
-                    adapter.scale_branch(new_block, 0.0)
-                    if not adapter.is_transition(block):
-                        adapter.scale_branch(block, 2.0)
-                grown += [block, new_block]
-            _set_blocks(stage, grown)
-        _scale_step(adapter, model, 0.5)
+                _scale_branch(adapter, new_block, row.new_branch_scale)
+            for block in old:
+                if not adapter.is_transition(block):
+                    _scale_branch(adapter, block, row.old_branch_scale)
+            _set_blocks(stage, row.placement(old, new))
+        _scale_step(adapter, model, row.step_factor)
     adapter.refresh(model)
     return sources
 
 
 def interpolate(model: nn.Module, strategy: str = "copy") -> nn.Module:
-    """Double the blocks of every stage and halve h, in place; return the model.
+    """Double the blocks of every stage (and, with the paper's strategy, halve h), in place; return the model.
 
     Args:
         model: any model a registered :class:`GrowthAdapter` covers (unwrapped from DDP).
-        strategy: ``"copy"`` (the paper): each new block copies its neighbour, so the grown model solves
-            the same ODE on a finer grid. ``"identity"``: each new block starts as an exact identity and the
-            old blocks keep their effective step, so eval-mode outputs do not change at all.
+        strategy: the name of a :class:`GrowthStrategy` (:data:`STRATEGIES`). ``"copy"`` (the paper): each
+            block followed by its copy and h halved, so the grown model solves the same ODE on a finer grid.
+            ``"identity"``: each new block starts as an exact identity and the old blocks keep their effective
+            step, so eval-mode outputs do not change at all. ``"stack"``: each stage's blocks followed by their
+            copies in the same order, h unchanged (a stage's transition is not repeated; see the module's
+            docstring). ``"copy-unscaled"``: ``"copy"`` with h unchanged.
     """
     grow(model, strategy)
     return model

@@ -19,7 +19,7 @@ import copy
 import inspect
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -27,9 +27,12 @@ import torch.nn as nn
 
 from .allocator import keep_freed_cpu_memory
 from .errors import GrowresError
-from .growth import STRATEGIES, get_adapter, grow, is_sharded, stage_layers, uncompiled
+from .growth import get_adapter, get_strategy, grow, is_sharded, stage_layers, uncompiled
 
-__all__ = ["GrowthPlan", "GrowthRecord", "GrowthScheduler", "cyclic_cosine_lr", "rebuild_optimizer", "unwrapped"]
+__all__ = [
+    "GrowthPlan", "GrowthRecord", "GrowthScheduler", "check_plan", "cyclic_cosine_lr", "default_plan",
+    "rebuild_optimizer", "regroup_optimizer", "unwrapped",
+]
 
 PAPER_EPOCHS = 160
 PAPER_CYCLES = (60, 110)  # Section 5.2: interpolate at epochs 60 and 110 of 160
@@ -91,6 +94,33 @@ class GrowthPlan:
         return tuple(c * steps_per_epoch for c in self.cycles), self.total * steps_per_epoch
 
 
+def default_plan(planned: int | None, total: int = PAPER_EPOCHS, unit: str = "epoch") -> GrowthPlan:
+    """The paper's schedule over ``total`` ``unit``s for a model that plans ``planned`` interpolations itself
+    (``adapter.planned_interpolations``: growres ``*i`` models): that many, LR restarts without growth for a model at
+    its final depth, and two for a model without a plan of its own (None)."""
+    if planned == 0:
+        plan = GrowthPlan.paper(total=total, grow=False)
+    else:
+        plan = GrowthPlan.paper(interpolations=planned or 2, total=total)
+    return replace(plan, unit=unit)
+
+
+def check_plan(plan: GrowthPlan, planned: int | None) -> None:
+    """Refuse a growing plan that disagrees with the ``planned`` interpolations of the model (None: no plan)."""
+    if not plan.grow:
+        return
+    if planned == 0:
+        raise GrowresError(
+            "The model is already at its final depth (its growth plan has no interpolations left): "
+            "train it with GrowthPlan(grow=False) to restart the LR at the same points without growing."
+        )
+    if planned is not None and planned != len(plan.cycles):
+        raise GrowresError(
+            f"The model plans {planned} interpolation(s) but the plan has {len(plan.cycles)} cycle "
+            f"start(s) {list(plan.cycles)}: give exactly {planned}."
+        )
+
+
 def cyclic_cosine_lr(step: int, cycle_starts: tuple[int, ...], total: int, lr_max: float, lr_min: float) -> float:
     """Eq. 9: cosine annealing from ``lr_max`` to ``lr_min`` within each cycle, restarting at each cycle start."""
     bounds = (0, *cycle_starts, total)
@@ -107,7 +137,8 @@ class GrowthRecord:
     epoch: float | None  # the same, in epochs (step / steps_per_epoch), or None for a plan in steps
     cycle: int  # the cycle that starts now (1-based: the first growth starts cycle 2)
     layers: tuple[int, ...]  # blocks per stage after growing
-    step_size: float  # h after growing (relative to the start, 0.5 ** growths, for models without an explicit h)
+    # h after growing (for a model without an explicit h, relative to the start: the strategy's step_factor ** growths)
+    step_size: float
     num_params: int  # parameters after growing
     seconds: float  # wall time of the growth event (surgery, optimizer rebuild, re-prepare)
 
@@ -175,6 +206,24 @@ def rebuild_optimizer(
     return rebuilt
 
 
+def regroup_optimizer(
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        sources: dict[nn.Parameter, nn.Parameter],
+        reset_state: bool = False,
+) -> None:
+    """:func:`rebuild_optimizer`, in place: the same optimizer object takes the grown model's parameters and state.
+
+    For trainers that hold the optimizer (and LR schedulers built on it) themselves, such as the Hugging Face
+    ``Trainer`` and Lightning: their references stay valid, and a scheduler that pairs its per-group values with
+    ``param_groups`` by position keeps pairing them right, since growth adds no group.
+    """
+    rebuilt = rebuild_optimizer(optimizer, model, sources, reset_state)
+    for group, regrouped in zip(optimizer.param_groups, rebuilt.param_groups, strict=True):
+        group["params"] = regrouped["params"]
+    optimizer.state = rebuilt.state
+
+
 class GrowthScheduler:
     """Grows a model at the cycle starts of a plan and sets the cyclic cosine LR of Eq. 9.
 
@@ -187,7 +236,8 @@ class GrowthScheduler:
         plan: when to grow; default: the model's own plan (``growres_*i`` models), the paper's schedule
             for models without one, and LR restarts without growth for growres models at final depth.
         steps_per_epoch: optimizer steps per epoch, needed for a plan in epochs.
-        strategy: ``"copy"`` (the paper) or ``"identity"``; see :func:`growres.interpolate`.
+        strategy: the name of a growth strategy: ``"copy"`` (the paper), ``"identity"``, ``"stack"`` or
+            ``"copy-unscaled"`` (:data:`growres.STRATEGIES`); see :func:`growres.interpolate`.
         lr_max, lr_min: η_max and η_min of Eq. 9 (paper: 0.5 and 0.001).
         ema: a model EMA with a ``.module`` (e.g. timm's ``ModelEmaV3``), grown in step with the model.
         accelerator: the ``accelerate.Accelerator`` that prepared ``model`` and ``optimizer``.
@@ -211,8 +261,7 @@ class GrowthScheduler:
             accelerator: Any = None,
             reset_optimizer_state: bool = False,
     ):
-        if strategy not in STRATEGIES:
-            raise GrowresError(f"Unknown interpolation strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+        get_strategy(strategy)  # an unknown name is refused here, not at the first growth
         if not 0 <= lr_min <= lr_max or lr_max <= 0:
             raise GrowresError(f"Need 0 <= lr_min <= lr_max and lr_max > 0, got lr_min={lr_min}, lr_max={lr_max}.")
         self.model, self.optimizer = model, optimizer
@@ -233,26 +282,14 @@ class GrowthScheduler:
 
     # -- plan ----------------------------------------------------------------------------------------
 
+    def _planned_interpolations(self) -> int | None:
+        return self.adapter.planned_interpolations(self._bare_model())
+
     def _default_plan(self) -> GrowthPlan:
-        planned = self.adapter.planned_interpolations(self._bare_model())
-        if planned is None:
-            return GrowthPlan.paper()
-        return GrowthPlan.paper(interpolations=planned) if planned else GrowthPlan.paper(grow=False)
+        return default_plan(self._planned_interpolations())
 
     def _check_plan(self) -> None:
-        if not self.plan.grow:
-            return
-        planned = self.adapter.planned_interpolations(self._bare_model())
-        if planned == 0:
-            raise GrowresError(
-                "The model is already at its final depth (its growth plan has no interpolations left): "
-                "train it with GrowthPlan(grow=False) to restart the LR at the same points without growing."
-            )
-        if planned is not None and planned != len(self.plan.cycles):
-            raise GrowresError(
-                f"The model plans {planned} interpolation(s) but the plan has {len(self.plan.cycles)} cycle "
-                f"start(s) {list(self.plan.cycles)}: give exactly {planned}."
-            )
+        check_plan(self.plan, self._planned_interpolations())
 
     # -- the training-loop interface -----------------------------------------------------------------
 
@@ -268,12 +305,13 @@ class GrowthScheduler:
 
     @property
     def step_size(self) -> float:
-        """h of the model, or 0.5 ** growths for a model without an explicit h."""
+        """h of the model, or, for a model without an explicit h, h relative to the start: the strategy's
+        ``step_factor ** growths`` (0.5 ** growths for the paper's copy, 1 for stack)."""
         return self._step_size(growths=len(self.records))
 
     def _step_size(self, growths: int) -> float:
         explicit = self.adapter.step_size(self._bare_model())
-        return explicit if explicit is not None else 0.5 ** growths
+        return explicit if explicit is not None else get_strategy(self.strategy).step_factor ** growths
 
     @property
     def step_ends_cycle(self) -> bool:

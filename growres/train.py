@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .allocator import keep_freed_cpu_memory
 from .data import DATASETS, ImageData, dataset_fingerprint, load_image_data
 from .errors import GrowresError
-from .growth import STRATEGIES, get_adapter
+from .growth import GROWTH_STRATEGIES, get_adapter, get_strategy
 from .runs import RunFolder, export_model, write_text_atomic
 from .scheduler import GrowthPlan, GrowthScheduler, unwrapped
 from .time_saved import theoretical_time_saved
@@ -75,7 +75,8 @@ class TrainConfig:
                                                 "paper's points scaled to --epochs", parse="ints")
     grow: bool | None = _arg(None, "grow at cycle starts (default: if the model plans growth; timm models: yes); "
                                    "--no-grow restarts the LR only, as the paper's baselines")
-    strategy: str = _arg("copy", f"interpolation: {' or '.join(STRATEGIES)} (paper: copy)")
+    strategy: str = _arg("copy", "interpolation strategy: " + "; ".join(
+        f"{strategy.name}: {strategy.description}" for strategy in GROWTH_STRATEGIES))
     lr_restarts: bool = _arg(True, "restart the cosine LR at every cycle start (Eq. 9, the paper); --no-lr-restarts "
                                    "anneals once over the whole run and still grows at the cycle starts: the paper's "
                                    "ablation (Appendix D, Figure 10)")
@@ -134,8 +135,7 @@ class TrainConfig:
         if self.dataset_id is None and self.dataset not in DATASETS:
             raise GrowresError(f"Unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}, "
                                "or give --dataset-id ORG/NAME or a local path.")
-        if self.strategy not in STRATEGIES:
-            raise GrowresError(f"Unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+        get_strategy(self.strategy)
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise GrowresError(f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}.")
         if not 0 <= self.lr_min <= self.lr_max or self.lr_max <= 0:

@@ -1,16 +1,17 @@
 """Growth adapters for stock Hugging Face ``transformers`` models (the optional extra ``growres[transformers]``).
 
 A transformer layer is a residual block with two sub-branches, attention and MLP, and every layer keeps the
-hidden size, so each model is one stage of time steps and has no transitions. Growing one inserts a copy of
-every layer after it (:func:`growres.grow`); scaling a layer's branch scales the last linear of each
-sub-branch (attention output projection, MLP down projection), weights and biases, which scales what the
-branch adds to the residual stream exactly.
+hidden size, so each model is one stage of time steps and has no transitions. Growing one adds a copy of
+every layer (:func:`growres.grow`): right after it (``copy``, ``identity``, ``copy-unscaled``) or, with
+``stack``, after all the layers in the same order (layers 0..L-1, 0..L-1); scaling a layer's branch scales the
+last linear of each sub-branch (attention output projection, MLP down projection), weights and biases, which
+scales what the branch adds to the residual stream exactly.
 
 A family is data (:class:`TransformersFamily`): the ``config.model_type`` values it covers, where the layers
 sit under the base model, and each sub-branch's last linear. After growth, :func:`refresh_transformers_model`
 keeps the records a user would otherwise get wrong: ``config.num_hidden_layers`` (GPT-2's ``n_layer``), the
 per-layer ``layer_idx`` the KV cache is indexed by, and the per-layer ``config.layer_types`` (read back from
-the layers themselves, so they stay in step with any copy order).
+the layers themselves, so they stay in step with any placement of the copies).
 
 Post-norm encoders (BERT, RoBERTa) compute ``LayerNorm(x + branch)``: the branch sits inside a LayerNorm, so
 scaling it is exact but a zero branch is not an identity. A new layer grown with ``strategy="identity"``

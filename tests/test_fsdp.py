@@ -6,7 +6,8 @@ import pytest
 from launch import torchrun
 
 SCRIPT = Path(__file__).parent / "scripts" / "fsdp_growth.py"
-MODELS = {"vit": [[4], [8]], "growres": [[4, 4, 4], [8, 8, 8]]}  # blocks per stage after each growth
+# blocks per stage after each growth; MODEL:STRATEGY grows with STRATEGY (a growres model: transitions, explicit h)
+MODELS = {"vit": [[4], [8]], "growres": [[4, 4, 4], [8, 8, 8]], "growres:stack": [[4, 4, 4], [8, 8, 8]]}
 CHECKS = (  # right after each growth, on every rank (see the script), and the step after it
     "equals_unsharded_growth", "same_on_all_ranks", "all_sharded", "same_policy", "optimizer_holds_model",
     "groups_kept", "momentum_transplanted", "loss_equals_unsharded", "old_shards_freed",

@@ -1,5 +1,6 @@
 """Interpolation (paper Section 4.1, Appendix B) and the adapter registry."""
 import copy
+import re
 
 import pytest
 import timm
@@ -33,11 +34,14 @@ VIT = dict(img_size=32, patch_size=8, embed_dim=64, num_heads=2, num_classes=10)
 # float32, u = eps/2): ≲ 6 u = 3 eps relative to each rate; growth derives its own in float64
 LINSPACE_RTOL = 3 * torch.finfo(torch.float32).eps
 
-# (model, its args, interpolations, the directly built equivalent's args)
+# what one growth multiplies h by, per strategy (the README's table): the paper's copy halves it
+STEP_FACTOR = {"copy": 0.5, "identity": 0.5, "stack": 1.0, "copy-unscaled": 1.0}
+
+# (model, its args, interpolations, the directly built equivalent's args; a growres model's h: STEP_FACTOR's)
 STRICT_EQUIVALENTS = [
-    ("growres_resnet14", {}, 2, ("growres_resnet50", dict(step_size=0.25))),
-    ("growres_resnet32", {}, 2, ("growres_resnet122", dict(step_size=0.25))),
-    ("growres_wrn50i", {}, 1, ("growres_wrn50i", dict(layers=(4, 4, 4), step_size=0.5, interpolations=1))),
+    ("growres_resnet14", {}, 2, ("growres_resnet50", {})),
+    ("growres_resnet32", {}, 2, ("growres_resnet122", {})),
+    ("growres_wrn50i", {}, 1, ("growres_wrn50i", dict(layers=(4, 4, 4), interpolations=1))),
     ("resnet18", dict(num_classes=10), 1, ("resnet18", dict(num_classes=10, layers=(4, 4, 4, 4)))),
     ("resnet26", dict(num_classes=10), 1, ("resnet26", dict(num_classes=10, layers=(4, 4, 4, 4)))),
     ("resnet50", dict(num_classes=10), 1, ("resnet50", dict(num_classes=10, layers=(6, 8, 12, 6)))),
@@ -49,12 +53,15 @@ STRICT_EQUIVALENTS = [
 ]
 
 
+@pytest.mark.parametrize("strategy", ["copy", "stack"])  # the two layouts: identity and copy-unscaled are copy's
 @pytest.mark.parametrize("name, args, times, target", STRICT_EQUIVALENTS)
-def test_grown_model_loads_strictly_into_the_directly_built_one(name, args, times, target):
+def test_grown_model_loads_strictly_into_the_directly_built_one(name, args, times, target, strategy):
     model = timm.create_model(name, **args)
     for _ in range(times):
-        interpolate(model)
+        interpolate(model, strategy)
     target_name, target_args = target
+    if target_name.startswith("growres"):  # built with h = 1
+        target_args = dict(target_args, step_size=STEP_FACTOR[strategy] ** times)
     direct = timm.create_model(target_name, **target_args)
     direct.load_state_dict(model.state_dict(), strict=True)
     assert stage_layers(model) == stage_layers(direct)
@@ -86,11 +93,14 @@ def test_new_blocks_copy_parameters_and_running_statistics():
     assert stage[1].conv1.weight.data_ptr() != stage[0].conv1.weight.data_ptr()
 
 
-def test_step_size_halves_and_transitions_keep_h_one():
+@pytest.mark.parametrize("strategy", STEP_FACTOR)
+def test_step_size_follows_the_strategy_and_transitions_keep_h_one(strategy):
     model = timm.create_model("growres_resnet50i")
-    interpolate(model)
-    assert model.step_size == 0.5
-    assert [float(stage[0].h) for stage in model.stages] == [0.5, 1.0, 1.0]
+    interpolate(model, strategy)
+    h = STEP_FACTOR[strategy]  # exact: 1 * 0.5 or 1 * 1
+    assert model.step_size == h
+    assert [[float(block.h) for block in stage] for stage in model.stages] == [
+        [h] * 4, [1.0] + [h] * 3, [1.0] + [h] * 3]
     assert model.growth_plan.interpolations == 1 and model.growth_plan.final_layers == (8, 8, 8)
 
 
@@ -130,21 +140,64 @@ BRANCH_SCALES = [
     ("resnetv2_18", dict(num_classes=10), lambda block: block.conv2.weight),
 ]
 
+# per strategy: where the new blocks go, and what one growth multiplies a new block's branch by (against its
+# source's) and an old time step's (in models without an explicit h, h is folded into the branches)
+STRATEGY_EFFECTS = {
+    "copy": ("interleave", 0.5, 0.5),
+    "identity": ("interleave", 0.0, 1.0),  # the old branch x 2, then h x 0.5
+    "stack": ("after the stage", 1.0, 1.0),
+    "copy-unscaled": ("interleave", 1.0, 1.0),
+}
 
+
+def grown_positions(placement: str, idx: int, blocks: int) -> tuple[int, int]:
+    """Where old block ``idx`` of a stage of ``blocks`` blocks, and the new block made for it, are after growth."""
+    return (2 * idx, 2 * idx + 1) if placement == "interleave" else (idx, blocks + idx)
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_EFFECTS)
 @pytest.mark.parametrize("name, args, branch_scale", BRANCH_SCALES)
-def test_copy_halves_every_time_step_branch_and_keeps_transitions(name, args, branch_scale):
-    """No explicit h: halving h is halving each time step's branch; a transition's branch is never touched."""
+def test_strategies_place_and_scale_blocks_and_keep_transitions(name, args, branch_scale, strategy):
+    """No explicit h: h is each time step's branch; a transition's branch is never touched, it stays its stage's
+    first block, and the new block made for it copies the next block (Appendix B), wherever the strategy puts it."""
     model = randomize_norms(timm.create_model(name, **args))
     adapter = growres.get_adapter(model)
     old = [[(branch_scale(b).clone(), adapter.is_transition(b)) for b in stage] for stage in adapter.stages(model)]
     assert any(transition for stage in old for _, transition in stage) == name.startswith("resnetv2")
-    interpolate(model)
+    placement, new_factor, old_factor = STRATEGY_EFFECTS[strategy]
+    interpolate(model, strategy)
     for stage, old_blocks in zip(adapter.stages(model), old):
-        scales = [branch_scale(b) for b in stage]
+        scales, transitions = [branch_scale(b) for b in stage], [adapter.is_transition(b) for b in stage]
+        assert len(stage) == 2 * len(old_blocks)
+        assert transitions == [idx == 0 and old_blocks[0][1] for idx in range(len(stage))]
         for idx, (value, transition) in enumerate(old_blocks):
-            assert torch.equal(scales[2 * idx], value if transition else value * 0.5)
+            kept, new = grown_positions(placement, idx, len(old_blocks))
+            # exact: multiplications by powers of two
+            assert torch.equal(scales[kept], value if transition else value * old_factor), (idx, "old")
             source = old_blocks[idx + 1][0] if transition else value  # Appendix B
-            assert torch.equal(scales[2 * idx + 1], source * 0.5)
+            assert torch.equal(scales[new], source * new_factor), (idx, "new")
+
+
+def test_stack_repeats_each_stage_after_itself_with_the_sources_weights_and_h():
+    """G_stack on a growres model (transitions, explicit h): stage 0 (no transition) becomes blocks 0..3, 0..3; a
+    stage [T, b1, b2, b3, b4] becomes [T, b1, ..., b4, b1', b1', b2', b3', b4']: T is not repeated and the block made
+    for it copies b1, as copy's does. Every tensor, running statistics and h included, is its source's."""
+    model = randomize_norms(timm.create_model("growres_resnet32", layers=(4, 5, 5)))
+    old_blocks = [list(stage) for stage in model.stages]
+    old = [[copy.deepcopy(b.state_dict()) for b in stage] for stage in model.stages]
+    sources = [[0, 1, 2, 3], [1, 1, 2, 3, 4], [1, 1, 2, 3, 4]]  # per stage, the old block each new block copies
+    interpolate(model, strategy="stack")
+    assert model.layers == (8, 10, 10) and model.step_size == 1.0
+    for stage, kept, states, copied in zip(model.stages, old_blocks, old, sources):
+        blocks = list(stage)
+        assert blocks[:len(kept)] == kept  # the old blocks, first and in order
+        assert [b.is_transition for b in blocks] == [kept[0].is_transition] + [False] * (len(blocks) - 1)
+        for block, state in zip(blocks, states + [states[idx] for idx in copied], strict=True):
+            assert block.state_dict().keys() == state.keys()
+            for key, value in block.state_dict().items():
+                assert torch.equal(value, state[key]), key  # exact: nothing is rescaled
+        params = [p.data_ptr() for b in blocks for p in b.parameters()]
+        assert len(set(params)) == len(params)  # copies, not shared
 
 
 def test_copy_strategy_keeps_the_function_close_as_h_shrinks():
@@ -224,11 +277,12 @@ def test_vit_layer_scale_carries_the_branch_scale():
         assert torch.equal(new.mlp.fc2.weight, source.mlp.fc2.weight)
 
 
-def test_a_stage_with_only_a_transition_block_is_refused_untouched():
+@pytest.mark.parametrize("strategy", growres.STRATEGIES)
+def test_a_stage_with_only_a_transition_block_is_refused_untouched(strategy):
     model = timm.create_model("growres_resnet14", layers=(2, 1, 2))
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(GrowresError, match="Stage 1 .* at least two blocks"):
-        interpolate(model)
+        interpolate(model, strategy)
     assert model.layers == (2, 1, 2) and model.step_size == 1.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -290,6 +344,56 @@ def test_register_adapter_makes_any_stage_of_blocks_model_growable():
     assert growres.get_adapter(model).name == "toy-2"
 
 
+class Widen(nn.Module):
+    """A toy residual block from ``chs`` to ``out`` features: a transition when they differ (its shortcut pads)."""
+
+    def __init__(self, chs: int, out: int):
+        super().__init__()
+        self.is_transition = chs != out
+        self.branch = nn.Linear(chs, out)
+
+    def forward(self, x):
+        return nn.functional.pad(x, (0, self.branch.out_features - x.shape[-1])) + self.branch(x)
+
+
+class ToyMidStageTransition(nn.Module):
+    """One stage whose transition is its second block, [4 -> 4, 4 -> 8, 8 -> 8]: no built-in adapter has one."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(Widen(4, 4), Widen(4, 8), Widen(8, 8))
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+@pytest.fixture
+def mid_stage_transition_adapter(monkeypatch):
+    monkeypatch.setattr(growres.growth, "_ADAPTERS", list(growres.growth._ADAPTERS))  # this test's only
+    register_adapter(GrowthAdapter(
+        name="toy-mid-stage-transition", matches=lambda model: isinstance(model, ToyMidStageTransition),
+        stages=lambda model: [model.blocks], is_transition=lambda block: block.is_transition,
+        scale_branch=lambda block, factor: growres.growth.scale_layer(block.branch, factor),
+        refresh=lambda model: None))
+
+
+def test_stack_refuses_a_transition_after_a_stages_first_block_untouched(mid_stage_transition_adapter):
+    """stack would put the copy of the 4 -> 4 block after the 8 -> 8 one, where its input has 8 features; copy puts
+    every new block beside its source, where it fits."""
+    torch.manual_seed(0)
+    model = ToyMidStageTransition()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(GrowresError, match=r"^Stage 0 has a shape-changing block after its first block, so strategy "
+                                           r"'stack' would place a new block where its input has another shape than "
+                                           r"its source's: .* beside its source \(copy, identity, copy-unscaled\)\.$"):
+        interpolate(model, strategy="stack")
+    assert model.state_dict().keys() == before.keys() and all(torch.equal(before[k], v)
+                                                               for k, v in model.state_dict().items())
+    interpolate(model, strategy="copy")
+    assert [b.is_transition for b in model.blocks] == [False, False, True, False, False, False]
+    assert model(torch.randn(2, 4)).shape == (2, 8)
+
+
 FAMILIES = ("growres", "timm-resnet", "timm-vit", "timm-convnext", "timm-resnetv2")
 
 
@@ -313,6 +417,22 @@ def test_growres_list_families_reads_the_registry(monkeypatch, capsys):
     assert {*FAMILIES, "toy"} <= set(rows)  # and any family registered elsewhere
     assert "toy_1" in rows["toy"] and "a toy family" in rows["toy"]
     assert "convnext_atto" in rows["timm-convnext"] and "resnetv2_50" in rows["timm-resnetv2"]
+
+
+def test_growres_list_strategies_shows_each_strategys_row(capsys):
+    from growres.cli import main
+    assert main(["list", "--strategies"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"strategy +new blocks +new branch x +old branch x +h x +what", lines[0])
+    rows = {line.split()[0]: line for line in lines[1:]}
+    expected = {  # placement, new branch x, old branch x, h x, the start of the description
+        "copy": r"copy +interleave +1 +1 +0\.5 +the paper's interpolation",
+        "identity": r"identity +interleave +0 +2 +0\.5 +copy's layout with each new branch zeroed",
+        "stack": r"stack +after stage +1 +1 +1 +G_stack \(Du et al\., 2024\)",
+        "copy-unscaled": r"copy-unscaled +interleave +1 +1 +1 +copy's layout, nothing rescaled",
+    }
+    assert rows.keys() == expected.keys()
+    assert all(re.match(pattern, rows[name]) for name, pattern in expected.items()), rows
 
 
 @pytest.mark.parametrize("name", ["convnext_atto", "resnetv2_50", "resnetv2_18"])
@@ -422,7 +542,8 @@ def test_messages_name_the_fix():
                                            "GrowthScheduler re-prepares"):
         growres.get_adapter(ddp)
 
-    with pytest.raises(GrowresError, match="choose one of copy, identity"):
+    with pytest.raises(GrowresError, match="^Unknown interpolation strategy 'random': choose one of copy, identity, "
+                                           "stack, copy-unscaled.$"):
         interpolate(timm.create_model("growres_resnet14"), strategy="random")
     with pytest.raises(GrowresError, match="after it, so interpolation has nothing to copy"):
         interpolate(timm.create_model("growres_resnet14", layers=(2, 1, 2)))

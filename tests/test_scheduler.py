@@ -153,9 +153,10 @@ def test_baseline_restarts_lr_without_growing():
     assert lrs == [0.5, 0.5] and scheduler.layers == (2, 2, 2) and scheduler.cycle == 1
 
 
-def block_sources(model) -> dict[str, str]:
-    """For the model as it is now, each block's module path after one interpolation -> the path of the block it
-    is (kept) or copies (inserted), as Appendix B lays them out."""
+def block_sources(model, strategy="copy") -> dict[str, tuple[str, bool]]:
+    """For the model as it is now, each block's module path after one interpolation -> (the path of the block it
+    is or copies, whether it is new): the block made for a transition copies the next block (Appendix B), and is
+    placed right after its old block (copy) or after the stage's old blocks, in order (stack)."""
     adapter = get_adapter(model)
     names = {module: name for name, module in model.named_modules()}
     sources = {}
@@ -164,20 +165,21 @@ def block_sources(model) -> dict[str, str]:
         prefix = names[stage]
         for idx, block in enumerate(blocks):
             copied = blocks[idx + 1] if adapter.is_transition(block) else block
-            sources[f"{prefix}.{2 * idx}"] = names[block]
-            sources[f"{prefix}.{2 * idx + 1}"] = names[copied]
+            kept, new = (idx, len(blocks) + idx) if strategy == "stack" else (2 * idx, 2 * idx + 1)
+            sources[f"{prefix}.{kept}"] = (names[block], False)
+            sources[f"{prefix}.{new}"] = (names[copied], True)
     return sources
 
 
-def source_of(name: str, sources: dict[str, str]) -> str:
+def source_of(name: str, sources: dict[str, tuple[str, bool]]) -> str:
     """The pre-growth name of a parameter or buffer of the grown model."""
-    for block, source in sources.items():
+    for block, (source, _) in sources.items():
         if name.startswith(block + "."):
             return source + name[len(block):]
     return name  # outside the stages: stem, head
 
 
-def step_then_grow(scheduler):
+def step_then_grow(scheduler, strategy="copy"):
     """One training step that ends a cycle, with snapshots taken between the optimizer step and the growth."""
     x, y = batch(scheduler.step_count)
     loss = F.cross_entropy(scheduler.model(x), y)
@@ -186,17 +188,18 @@ def step_then_grow(scheduler):
     scheduler.optimizer.step()
     momentum = {name: scheduler.optimizer.state[p]["momentum_buffer"].clone()
                 for name, p in scheduler.model.named_parameters()}
-    sources = block_sources(scheduler.model)
+    sources = block_sources(scheduler.model, strategy)
     record = scheduler.step()
     assert record is not None, "the step was meant to end a cycle"
     return momentum, sources
 
 
-def test_optimizer_rebuild_keeps_groups_hyperparameters_and_momentum():
-    scheduler = make()
+@pytest.mark.parametrize("strategy", ["copy", "stack"])
+def test_optimizer_rebuild_keeps_groups_hyperparameters_and_momentum(strategy):
+    scheduler = make(strategy=strategy)
     old_optimizer = scheduler.optimizer
     train_steps(scheduler, 2)
-    before, sources = step_then_grow(scheduler)
+    before, sources = step_then_grow(scheduler, strategy)
     optimizer, model = scheduler.optimizer, scheduler.model
     assert optimizer is not old_optimizer and type(optimizer) is type(old_optimizer)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 2e-4]
@@ -234,19 +237,25 @@ def test_reset_optimizer_state_option():
     assert len(scheduler.optimizer.state) == 0
 
 
-def test_ema_grows_in_step():
-    scheduler = make()
+# per strategy, h after each of two growths of a model made with h = 1 (exact: powers of two)
+STEP_SIZES = {"copy": (0.5, 0.25), "stack": (1.0, 1.0)}
+
+
+@pytest.mark.parametrize("strategy", STEP_SIZES)
+def test_ema_grows_in_step(strategy):
+    scheduler = make(strategy=strategy)
     ema = ModelEmaV3(scheduler.model, decay=0.9)
     scheduler.ema = ema
     train_steps(scheduler, 2, ema=ema)
-    sources = block_sources(ema.module)
+    sources = block_sources(ema.module, strategy)
     train_steps(scheduler, 1, ema=ema)  # grows
-    assert ema.module.layers == scheduler.model.layers == (4, 4, 4) and ema.module.step_size == 0.5
+    assert ema.module.layers == scheduler.model.layers == (4, 4, 4)
+    assert ema.module.step_size == scheduler.model.step_size == STEP_SIZES[strategy][0]
     ema_state, live = ema.module.state_dict(), scheduler.model.state_dict()
     assert ema_state.keys() == live.keys()
-    now_at = {source: block for block, source in sources.items() if is_kept(block)}  # old path -> new path
-    for block, source in sources.items():
-        if is_kept(block):
+    now_at = {source: block for block, (source, new) in sources.items() if not new}  # old path -> new path
+    for block, (source, new) in sources.items():
+        if not new:
             continue
         # a new EMA block is a copy of the EMA's own source block (both at the new h), not of the live model's
         keys = [k for k in ema_state if k.startswith(block + ".")]
@@ -255,34 +264,25 @@ def test_ema_grows_in_step():
         weights = [k for k in keys if k.endswith(".weight")]
         assert weights and not any(torch.equal(ema_state[k], live[k]) for k in weights), block
     train_steps(scheduler, 6, ema=ema)
-    assert ema.module.layers == scheduler.model.layers == (8, 8, 8) and ema.module.step_size == 0.25
+    assert ema.module.layers == scheduler.model.layers == (8, 8, 8)
+    assert ema.module.step_size == scheduler.model.step_size == STEP_SIZES[strategy][1]
 
 
-def is_inserted(name: str) -> bool:
-    """Whether a parameter of a timm ResNet (layerN.i.) or ViT (blocks.i.) belongs to a block inserted by growth."""
-    match = re.match(r"(layer\d|blocks)\.(\d+)\.", name)
-    return match is not None and int(match.group(2)) % 2 == 1
-
-
-def is_kept(block: str) -> bool:
-    """Whether a block path of the grown model is an old block (even index) rather than an inserted copy."""
-    return int(block.rsplit(".", 1)[1]) % 2 == 0
-
-
-def test_resume_from_the_scheduler_state_gives_the_same_run():
-    reference = make()
+@pytest.mark.parametrize("strategy", STEP_SIZES)
+def test_resume_from_the_scheduler_state_gives_the_same_run(strategy):
+    reference = make(strategy=strategy)
     train_steps(reference, 9)
 
-    first = make()
+    first = make(strategy=strategy)
     train_steps(first, 4)  # one step after the first growth
     checkpoint = copy.deepcopy({
         "growth": first.state_dict(),
         "model": first.model.state_dict(),
         "optimizer": first.optimizer.state_dict(),
     })
-    resumed = make()
+    resumed = make(strategy=strategy)
     resumed.load_state_dict(checkpoint["growth"])  # rebuilds the depth before the weights are loaded
-    assert resumed.layers == (4, 4, 4) and resumed.step_size == 0.5
+    assert resumed.layers == (4, 4, 4) and resumed.step_size == STEP_SIZES[strategy][0]
     resumed.model.load_state_dict(checkpoint["model"])
     resumed.optimizer.load_state_dict(checkpoint["optimizer"])
     train_steps(resumed, 5)
@@ -371,20 +371,26 @@ TIMM_MODELS = [
 ]
 
 
+@pytest.mark.parametrize("strategy", STEP_SIZES)
 @pytest.mark.parametrize("name, args, layers", TIMM_MODELS)
-def test_timm_models_grow_by_the_papers_plan_with_a_rebuilt_optimizer(name, args, layers):
+def test_timm_models_grow_by_the_papers_plan_with_a_rebuilt_optimizer(name, args, layers, strategy):
+    """No explicit h: the scheduler reports h relative to the start, the strategy's factor per growth."""
     assert make(name, plan=None, model_args=args, steps_per_epoch=10).plan == GrowthPlan()  # no plan of their own
-    scheduler = make(name, model_args=args)
+    scheduler = make(name, model_args=args, strategy=strategy)
+    first, second = STEP_SIZES[strategy]
+    new_blocks = [block for block, (_, new) in block_sources(scheduler.model, strategy).items() if new]
     records = train_steps(scheduler, 3)
-    assert [(r.step, r.layers, r.step_size) for r in records] == [(3, tuple(2 * n for n in layers), 0.5)]
-    assert scheduler.step_size == 0.5 and scheduler.lr == 0.5
+    assert [(r.step, r.layers, r.step_size) for r in records] == [(3, tuple(2 * n for n in layers), first)]
+    assert scheduler.step_size == first and scheduler.lr == 0.5
+    assert scheduler.state_dict()["step_size"] == first
     optimizer, model = scheduler.optimizer, scheduler.model
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
-    inserted = {name: p.detach().clone() for name, p in model.named_parameters() if is_inserted(name)}
+    inserted = {name: p.detach().clone() for name, p in model.named_parameters()
+                if any(name.startswith(block + ".") for block in new_blocks)}
     train_steps(scheduler, 2)  # the new blocks are in the optimizer: they train
     assert inserted and all(not torch.equal(p, scheduler.model.get_parameter(name)) for name, p in inserted.items())
     records = train_steps(scheduler, 1)
-    assert [(r.step, r.layers, r.step_size) for r in records] == [(6, tuple(4 * n for n in layers), 0.25)]
+    assert [(r.step, r.layers, r.step_size) for r in records] == [(6, tuple(4 * n for n in layers), second)]
     assert stage_layers(scheduler.model) == tuple(4 * n for n in layers)
 
 
@@ -615,7 +621,8 @@ def test_a_compiled_model_under_accelerate_is_seen_through():
 
 
 def test_scheduler_messages_name_the_fix():
-    with pytest.raises(GrowresError, match="choose one of copy, identity"):
+    with pytest.raises(GrowresError, match="^Unknown interpolation strategy 'random': choose one of copy, identity, "
+                                           "stack, copy-unscaled.$"):
         make(strategy="random")
     with pytest.raises(GrowresError) as exc:
         make("growres_resnet50")

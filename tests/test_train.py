@@ -2,6 +2,7 @@
 import copy
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 from safetensors.torch import load_file, save_file
 
-import growres  # noqa: F401  (registers the models for local-dir: loading)
+import growres  # registers the models for local-dir: loading
 from growres.cli import main
 from growres.data import load_image_data
 from growres.runs import RunFolder
@@ -339,7 +340,8 @@ BAD_COMMANDS = [
     (["--batch-size", "0"], "positive integer"),
     (["--batch-size", "-5"], "positive integer"),
     (["--checkpoint-every", "often"], "checkpoint-every"),
-    (["--strategy", "magic"], "Unknown strategy"),
+    (["--strategy", "magic"], "Unknown interpolation strategy 'magic': choose one of copy, identity, stack, "
+                              "copy-unscaled."),
     (["--opt", "nope"], "Cannot create optimizer"),
     (["--smoothing", "1.5"], "--smoothing"),
     (["--model", "growres_resnet50i", "--cycles", "1"], "exactly 2"),
@@ -476,6 +478,72 @@ def test_identity_growth_drop_path_and_epoch_checkpoints(growres_env, tmp_path, 
         # exact: new blocks add 0 * G = 0 and old ones compute what they did (scaled by 2 and 0.5: powers of two)
         torch.testing.assert_close(after(x), before(x), atol=0, rtol=0)
         assert not torch.allclose(trained(x), before(x), atol=1e-3)  # the last epoch trained it on
+
+
+# growres_resnet50i grown by G_stack, 2 steps an epoch, a checkpoint after each (the first right after growth 1)
+STACK_RUN_ARGS = ["--model", "growres_resnet50i", "--strategy", "stack", "--epochs", "3", "--cycles", "1,2",
+                  "--max-train-samples", "100", "--max-eval-samples", "20", "--batch-size", "50", "--lr-max", "0.05",
+                  "--checkpoint-every", "epoch"]
+
+
+@pytest.fixture(scope="module")
+def stack_run(growres_env, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("stack") / "run"
+    result = run_growres("train", *STACK_RUN_ARGS, "--output-dir", str(run_dir), env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def stacked_source(key: str, old_layers: tuple[int, ...]) -> str:
+    """The key of a growres model's tensor before one stack growth: block i < n of a stage of n is old block i, block
+    n + j copies old block j, or block 1 for j = 0 in a stage that starts with a transition (stages 1 and 2)."""
+    match = re.fullmatch(r"stages\.(\d+)\.(\d+)\.(.*)", key)
+    if match is None:
+        return key  # stem, final norm, head
+    stage, idx, rest = int(match.group(1)), int(match.group(2)), match.group(3)
+    n = old_layers[stage]
+    source = idx if idx < n else (1 if stage > 0 and idx == n else idx - n)
+    return f"stages.{stage}.{source}.{rest}"
+
+
+@needs_fashion_mnist
+def test_stack_growth_through_growres_train(stack_run, capsys):
+    """--strategy stack: each growth repeats every stage after itself with h kept at 1; `growres train --help`
+    describes every strategy."""
+    run = RunFolder(stack_run)
+    assert run.config()["strategy"] == "stack"
+    assert [(g["step"], g["layers"], g["step_size"]) for g in run.growth_records()] == [
+        (2, [4, 4, 4], 1.0), (4, [8, 8, 8], 1.0)]
+    assert [(r["layers"], r["step_size"]) for r in run.metrics()] == [
+        ([2, 2, 2], 1.0), ([4, 4, 4], 1.0), ([8, 8, 8], 1.0)]
+    final = json.loads((run.final_dir / "config.json").read_text())["model_args"]
+    assert (final["layers"], final["step_size"]) == ([8, 8, 8], 1.0)
+    # the weights right after the first growth (checkpoint step 2) are cycle 1's, stacked; exact: copies
+    before = load_file(run.cycle_dirs()[0] / "model.safetensors")
+    after = load_file(run.checkpoints()[0] / "model.safetensors")
+    assert {stacked_source(key, (2, 2, 2)) for key in after} == set(before)
+    assert [key for key, value in after.items() if not torch.equal(value, before[stacked_source(key, (2, 2, 2))])] \
+        == []
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name}: {growres.get_strategy(name).description}" in help_text for name in growres.STRATEGIES)
+
+
+@pytest.mark.slow  # a second training run
+@needs_fashion_mnist
+def test_stack_growth_resumes_right_after_growth_to_the_same_weights(stack_run, growres_env, tmp_path):
+    """The checkpoint of step 2, right after the first stack growth: the resumed process rebuilds the stacked depth
+    (h still 1) before the weights load, and ends on the uninterrupted run's weights and accuracies, bit for bit."""
+    checkpoint = stack_run / "checkpoints" / "step-00000002"
+    resumed = tmp_path / "resumed"
+    result = run_growres("train", *STACK_RUN_ARGS, "--resume", str(checkpoint), "--output-dir", str(resumed),
+                         env=growres_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_resumed_from(result, checkpoint, resumed, stack_run, steps_per_epoch=2)
+    assert_same_weights(stack_run / "final", resumed / "final")
+    assert [(r["layers"], r["step_size"], r["test_acc"]) for r in RunFolder(resumed).metrics()] == [
+        (r["layers"], r["step_size"], r["test_acc"]) for r in RunFolder(stack_run).metrics()]
 
 
 @needs_fashion_mnist

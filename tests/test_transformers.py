@@ -147,25 +147,49 @@ def test_copy_growth_follows_each_layer_by_its_copy_with_halved_branches(family)
         grown[0].state_dict()[next(iter(BRANCH_ENDS[family]))].data_ptr()  # copies, not shared
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stack_growth_repeats_the_layers_after_themselves_unscaled(family):
+    """G_stack: layers 0, 1 become 0, 1, 0', 1', every tensor its source's (no branch is scaled)."""
+    model = perturb(build(family))
+    old = [copy.deepcopy(layer.state_dict()) for layer in layers_of(family, model)]
+    interpolate(model, strategy="stack")
+    grown = layers_of(family, model)
+    assert len(grown) == 2 * len(old)
+    for idx, layer in enumerate(grown):
+        state, source = layer.state_dict(), old[idx % len(old)]
+        assert state.keys() == source.keys()
+        for key, value in state.items():
+            assert torch.equal(value, source[key]), (idx, key)  # exact: nothing is rescaled
+    params = [p.data_ptr() for p in grown.parameters()]
+    assert len(set(params)) == len(params)  # copies, not shared
+
+
 def attention_layer_indices(model):
     return [module.layer_idx for module in model.modules() if hasattr(module, "layer_idx")]
 
 
+# layers 0, 1 were full and sliding attention; each copy keeps its source's type, where the strategy puts it
+GROWN_LAYER_TYPES = {"copy": ["full_attention", "full_attention", "sliding_attention", "sliding_attention"],
+                     "stack": ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]}
+
+
+@pytest.mark.parametrize("strategy", GROWN_LAYER_TYPES)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_grown_model_is_an_ordinary_deeper_model(family, tmp_path):
+def test_grown_model_is_an_ordinary_deeper_model(family, strategy, tmp_path):
     """Config, cache indices and per-layer types describe the grown model: it strict-loads into a model built
     from the deeper config, and save_pretrained/from_pretrained round-trips it."""
     model = perturb(build(family))
-    interpolate(model)
+    interpolate(model, strategy)
     config = model.config
     assert config.num_hidden_layers == 4
     if family == "gpt2":
         assert config.n_layer == 4
     if family in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "roberta"):  # those with a KV cache
         assert attention_layer_indices(model) == [0, 1, 2, 3]
-    if family in ("qwen2", "qwen3"):  # layers 0, 1 were full and sliding attention; each copy keeps its type
-        assert config.layer_types == ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
-        assert [layer.self_attn.sliding_window for layer in model.model.layers] == [None, None, 4, 4]
+    if family in ("qwen2", "qwen3"):
+        assert config.layer_types == GROWN_LAYER_TYPES[strategy]
+        assert [layer.self_attn.sliding_window for layer in model.model.layers] == [
+            4 if kind == "sliding_attention" else None for kind in GROWN_LAYER_TYPES[strategy]]
 
     # a model built directly at the deeper depth has exactly the grown model's parameters
     direct = build(family, layers=4)
@@ -184,11 +208,17 @@ def test_grown_model_is_an_ordinary_deeper_model(family, tmp_path):
     torch.testing.assert_close(outputs(reloaded, family), outputs(model, family), atol=0, rtol=0)
 
 
+# two growths, and how many of the 8 layers then compute (an identity-grown layer adds an exact 0)
+GENERATE_GROWTHS = [pytest.param(("copy", "identity"), 4, id="copy-identity"),
+                    pytest.param(("stack", "stack"), 8, id="stack-stack")]
+
+
+@pytest.mark.parametrize("strategies, computing", GENERATE_GROWTHS)
 @pytest.mark.parametrize("family", DECODERS)
-def test_generate_with_the_kv_cache_matches_generate_without_it_after_growth(family):
+def test_generate_with_the_kv_cache_matches_generate_without_it_after_growth(family, strategies, computing):
     model = perturb(build(family))
-    interpolate(model)
-    interpolate(model, strategy="identity")
+    for strategy in strategies:
+        interpolate(model, strategy)
     prompt = inputs(family, batch=1)["input_ids"]
     kwargs = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, output_scores=True,
                   return_dict_in_generate=True)
@@ -200,12 +230,13 @@ def test_generate_with_the_kv_cache_matches_generate_without_it_after_growth(fam
     # it by a row of the full masked attention: other kernels, other orders of summation. A sum of n terms then
     # differs by ≲ 2 √n u of its terms' magnitude (typical; u = eps/2), n ≤ 64 here (head_dim 16, ≤ 18 positions,
     # hidden 32, MLP 64): ≲ 8 eps a sum, six sums a layer (q·k, softmax, its weighted sum, o_proj, MLP in and out),
-    # in the 4 layers that compute (the identity-grown four add an exact 0), and the head's: ≲ (6 * 4 + 1) * 8 eps
-    # ≈ 200 eps of the scores' magnitude M (8.7e-5 at M ≈ 3.7). Observed: ≤ 16 eps M (qwen3, default kernels).
+    # in the layers that compute (4 after copy then identity; 8 after stack twice), and the head's:
+    # ≲ (6 * layers + 1) * 8 eps of the scores' magnitude M (200 eps, 8.7e-5 at M ≈ 3.7, for 4 layers).
+    # Observed: ≤ 16 eps M (qwen3, default kernels).
     # -inf (eos, held back by min_new_tokens) must sit at the same places: assert_close compares infinities exactly.
     scores, expected = torch.stack(cached.scores), torch.stack(uncached.scores)
     magnitude = expected[expected.isfinite()].abs().max().item()
-    torch.testing.assert_close(scores, expected, rtol=0, atol=(6 * 4 + 1) * 8 * EPS * magnitude)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=(6 * computing + 1) * 8 * EPS * magnitude)
 
 
 def renamed(name, layers_path, index):
@@ -213,11 +244,17 @@ def renamed(name, layers_path, index):
     return re.sub(rf"^{re.escape(layers_path)}\.(\d+)\.", lambda m: f"{layers_path}.{index(int(m.group(1)))}.", name)
 
 
+# per strategy, where old layer i of 2 and the new layer made for it sit after growth
+GROWN_INDEX = {"copy": (lambda i: 2 * i, lambda i: 2 * i + 1), "stack": (lambda i: i, lambda i: 2 + i)}
+
+
+@pytest.mark.parametrize("strategy", GROWN_INDEX)
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_adamw_state_is_transplanted_to_new_parameters(family):
+def test_adamw_state_is_transplanted_to_new_parameters(family, strategy):
     model = build(family).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
-    scheduler = GrowthScheduler(model, optimizer, GrowthPlan(cycles=(2,), total=4, unit="step"), lr_max=1e-3)
+    scheduler = GrowthScheduler(model, optimizer, GrowthPlan(cycles=(2,), total=4, unit="step"), lr_max=1e-3,
+                                strategy=strategy)
     batch = inputs(family, batch=4, length=8)["input_ids"]
     for step in range(2):
         loss = scheduler.model(input_ids=batch, labels=batch).loss
@@ -233,8 +270,9 @@ def test_adamw_state_is_transplanted_to_new_parameters(family):
     state = scheduler.optimizer.state
     named = dict(scheduler.model.named_parameters())
     assert set(state) == set(named.values())
-    kept = {renamed(name, layers_path, lambda i: 2 * i): name for name in snapshot}
-    new = {renamed(name, layers_path, lambda i: 2 * i + 1): name for name in snapshot if name.startswith(layers_path)}
+    kept_at, new_at = GROWN_INDEX[strategy]
+    kept = {renamed(name, layers_path, kept_at): name for name in snapshot}
+    new = {renamed(name, layers_path, new_at): name for name in snapshot if name.startswith(layers_path)}
     assert set(kept) | set(new) == set(named)
     for grown_name, source_name in [*kept.items(), *new.items()]:
         expected = snapshot[source_name]

@@ -1,7 +1,8 @@
 """Launched by tests/test_fsdp.py under ``torchrun --nproc-per-node 2`` (gloo, CPU): grow models sharded with FSDP2.
 
-Each model, sharded per block and at the root with ``fully_shard``, is grown twice by GrowthScheduler in a live run,
-each rank training on its own data. Right after each growth every rank checks what only a correct re-sharding gives:
+Each model, sharded per block and at the root with ``fully_shard``, is grown twice by GrowthScheduler in a live run
+(with the strategy a run names, ``MODEL:STRATEGY``, else the paper's copy), each rank training on its own data.
+Right after each growth every rank checks what only a correct re-sharding gives:
 the gathered parameters equal those of the same weights grown unsharded (bit for bit) and are identical across ranks,
 every block and the root are sharded again, the optimizer holds exactly the model's parameters, each in its source's
 group with its source's (sharded) momentum, and the loss on a fixed batch is the unsharded grown model's. The step
@@ -56,13 +57,13 @@ def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [block for stage in get_adapter(model).stages(model) for block in stage]
 
 
-def shard(name: str, mesh) -> GrowthScheduler:
+def shard(name: str, mesh, strategy: str) -> GrowthScheduler:
     model = build(name)
     for block in blocks(model):
         fully_shard(block, mesh=mesh, **BLOCK_SHARDING[name])
     fully_shard(model, mesh=mesh)
     optimizer = timm.optim.create_optimizer_v2(model, "momentum", lr=0.05, momentum=0.9, weight_decay=1e-4)
-    return GrowthScheduler(model, optimizer, PLAN, lr_max=0.05)
+    return GrowthScheduler(model, optimizer, PLAN, lr_max=0.05, strategy=strategy)
 
 
 def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,10 +129,10 @@ def check_growth(name: str, scheduler: GrowthScheduler, before: dict, growths: i
     model = scheduler.model
     reference = build(name)
     for _ in range(growths - 1):
-        grow(reference)
+        grow(reference, scheduler.strategy)
     reference.load_state_dict(before["weights"])
     name_before = {p: n for n, p in reference.named_parameters()}
-    sources = grow(reference)
+    sources = grow(reference, scheduler.strategy)
     continues = {n: name_before[sources.get(p, p)] for n, p in reference.named_parameters()}
     after = gathered(model)
     view = optimizer_view(model, scheduler.optimizer)
@@ -164,10 +165,10 @@ def read_back(policy, block: torch.nn.Module, settings: dict) -> bool:
         getattr(policy, key) == value for key, value in settings.items() if key != "shard_placement_fn")
 
 
-def run(name: str, mesh, checkpoint_dir: str) -> dict:
+def run(name: str, strategy: str, mesh, checkpoint_dir: str) -> dict:
     rank = dist.get_rank()
     probe = batch(seed=1000)
-    scheduler = shard(name, mesh)
+    scheduler = shard(name, mesh, strategy)
 
     settings = BLOCK_SHARDING[name]
     report = {"growths": [], "losses": [], "policy_read_back": all(  # what the re-sharding will apply again
@@ -214,7 +215,7 @@ def run(name: str, mesh, checkpoint_dir: str) -> dict:
     next_loss, _ = train_step(scheduler, next_data)
     after_next = gathered(scheduler.model)
 
-    resumed = shard(name, mesh)
+    resumed = shard(name, mesh, strategy)
     resumed.load_state_dict(growth_state)  # grows to the checkpoint's depth first, then the weights load
     model_state, optim_state = get_state_dict(resumed.model, resumed.optimizer)
     state = {"model": model_state, "optim": optim_state}
@@ -246,11 +247,14 @@ def refusals(mesh) -> dict[str, bool]:
     return refused
 
 
-def main(report_path: str, checkpoint_dir: str, *names: str) -> None:
+def main(report_path: str, checkpoint_dir: str, *runs: str) -> None:
+    """Each of ``runs`` is MODEL or MODEL:STRATEGY."""
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     report = {"world_size": dist.get_world_size(), "refused": refusals(mesh)}
-    report.update({name: run(name, mesh, f"{checkpoint_dir}/{name}") for name in names})
+    for key in runs:
+        name, _, strategy = key.partition(":")
+        report[key] = run(name, strategy or "copy", mesh, f"{checkpoint_dir}/{name}-{strategy or 'copy'}")
     if dist.get_rank() == 0:
         with open(report_path, "w") as f:
             json.dump(report, f)
