@@ -19,10 +19,13 @@ GPU memory is not affected (CUDA's caching allocator already keeps it); nor is a
 Settings of the user's own (``MALLOC_*_`` variables or ``GLIBC_TUNABLES``) are left alone.
 """
 import ctypes
+import gc
 import os
 import platform
+from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["keep_freed_cpu_memory"]
+__all__ = ["keep_freed_cpu_memory", "peak_resident_memory"]
 
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -51,3 +54,41 @@ def keep_freed_cpu_memory() -> bool:
     # mallopt returns 1 on success; the mmap threshold first, so a refusal leaves trimming as it was
     _applied = mallopt(M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1
     return _applied
+
+
+def _status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == field:
+            number, unit = value.split()
+            assert unit == "kB", line
+            return int(number) * 1024
+    raise KeyError(field)
+
+
+@contextmanager
+def peak_resident_memory():
+    """Measure how far the process's resident memory rises above its start within the ``with`` block (Linux).
+
+    Yields a dict that holds, after the block, ``base`` (resident bytes at the start), ``peak`` (the highest resident
+    bytes within the block) and ``extra`` (``peak - base``); it stays empty where the kernel does not let a process
+    reset its peak (``/proc/self/clear_refs``) or malloc is not glibc's.
+
+    Freed memory that malloc keeps (:func:`keep_freed_cpu_memory`) is resident, and allocations within the block
+    would reuse it without raising the resident size: so at the start, garbage is collected and ``malloc_trim(0)``
+    hands every free page back to the OS, and each page the block then touches raises the count. What
+    it counts is what the OS sees: tensors and everything else (Python objects, allocator slack), to the page.
+    """
+    result = {}
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+        base = _status_bytes("VmRSS")
+    except (OSError, AttributeError, KeyError):  # not Linux, not glibc, or a kernel that refuses the reset
+        base = None
+    yield result
+    if base is not None:
+        result.update(base=base, peak=_status_bytes("VmHWM"))
+        result["extra"] = result["peak"] - base

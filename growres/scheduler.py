@@ -163,6 +163,13 @@ def unwrapped(model: nn.Module, accelerator: Any = None) -> nn.Module:
     return uncompiled(model)
 
 
+def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one parameter's optimizer state. Tensors are cloned, not deep-copied: ``copy.deepcopy`` of a DTensor
+    (a sharded parameter's momentum) clones it and then copies its local shard a second time."""
+    return {key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+            for key, value in state.items()}
+
+
 def rebuild_optimizer(
         optimizer: torch.optim.Optimizer,
         model: nn.Module,
@@ -172,10 +179,11 @@ def rebuild_optimizer(
     """A new optimizer of the same class over the grown model, with the same param-group structure.
 
     ``sources`` maps each parameter of the grown model that ``optimizer`` does not hold to the old parameter it
-    continues: the one it was copied from, or the one it replaces (re-sharding makes new parameter objects, see
-    :func:`growres.sharding.grow_sharded`); replaced parameters leave the optimizer. Each such parameter joins its
-    source's group (so e.g. a copied BN weight stays out of weight decay) and, unless ``reset_state``, takes its
-    source's state (momentum): the state itself for a replacement, a copy for each copy; old parameters keep theirs.
+    continues: the one it was copied from, or the one it replaces (re-sharding by the gather path of
+    :func:`growres.sharding.grow_sharded` makes new parameter objects); replaced parameters leave the optimizer.
+    Each such parameter joins its source's group (so e.g. a copied BN weight stays out of weight decay) and, unless
+    ``reset_state``, takes its source's state (momentum): the state itself for a replacement, a copy for each copy;
+    old parameters keep theirs.
     Params are ordered as in the model, so an optimizer rebuilt the same way on resume has the same ``state_dict``
     layout.
     """
@@ -202,7 +210,7 @@ def rebuild_optimizer(
                 handed_over.add(source)  # the old optimizer is dropped: its state moves instead of being copied
                 rebuilt.state[new] = optimizer.state[source]
             else:
-                rebuilt.state[new] = copy.deepcopy(optimizer.state[source])
+                rebuilt.state[new] = _copy_state(optimizer.state[source])
     return rebuilt
 
 
@@ -245,6 +253,9 @@ class GrowthScheduler:
 
     A model on the CPU also sets glibc's malloc to keep freed memory (:func:`growres.keep_freed_cpu_memory`):
     without it, a grown model steps up to ~20% slower than the same architecture built directly.
+
+    A model sharded with FSDP2's ``fully_shard`` grows shard-locally (:func:`growres.grow_sharded`): every block a
+    new block copies must be sharded on its own, which is checked here.
     """
 
     def __init__(
@@ -274,6 +285,9 @@ class GrowthScheduler:
             keep_freed_cpu_memory()  # else a grown model re-faults its activations every step (growres.allocator)
         self.plan = plan if plan is not None else self._default_plan()
         self._check_plan()
+        if self.plan.grow and is_sharded(self._bare_model()):  # refused now, not at the first growth, hours later
+            from .sharding import check_shard_local
+            check_shard_local(self._bare_model(), strategy)
         self.cycle_starts, self.total_steps = self.plan.to_steps(steps_per_epoch)
         self.step_count = 0
         self.cycle = 0  # 0-based index of the current cycle
@@ -349,9 +363,9 @@ class GrowthScheduler:
         # the torch optimizer under accelerate's AcceleratedOptimizer
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
 
-        if is_sharded(model):  # with FSDP2, by hand or by accelerate's FSDP plugin: unshard, grow, shard again
+        if is_sharded(model):  # with FSDP2, by hand or by accelerate's FSDP plugin: each new block from its shards
             from .sharding import grow_sharded  # imported only where FSDP2 exists (torch >= 2.6 with distributed)
-            sources = grow_sharded(model, self.strategy)
+            sources = grow_sharded(model, self.strategy)  # shard-local: new parameters -> their sources
         else:
             sources = grow(model, self.strategy)
         optimizer = rebuild_optimizer(

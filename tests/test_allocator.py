@@ -73,3 +73,28 @@ def test_the_users_own_malloc_settings_win():
     out = run("users", MALLOC_TRIM_THRESHOLD_="1048576")
     assert out["applied"] == "False"
     assert int(out["faults"]) > PAGES_TOUCHED // 2  # their threshold (1 MiB) trims, as they asked
+
+
+PEAK_SCRIPT = textwrap.dedent("""
+    import torch
+    import growres
+    from growres.allocator import peak_resident_memory
+
+    growres.keep_freed_cpu_memory()
+    kept = [torch.ones(2**20) for _ in range(32)]  # 128 MiB written, then freed: malloc keeps it resident
+    del kept
+    with peak_resident_memory() as idle:
+        pass
+    with peak_resident_memory() as used:
+        block = torch.ones(6 * 2**20)  # 24 MiB, in memory malloc had kept: counted all the same
+        del block
+    print("idle", idle["extra"], "used", used["extra"])
+""")
+
+
+def test_peak_resident_memory_counts_what_a_block_touches_also_in_memory_malloc_kept():
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, check=True).stdout
+    values = out.split()
+    idle, used = int(values[1]), int(values[3])
+    assert idle < 2**20
+    assert 24 * 2**20 <= used < 26 * 2**20

@@ -93,6 +93,25 @@ def test_new_blocks_copy_parameters_and_running_statistics():
     assert stage[1].conv1.weight.data_ptr() != stage[0].conv1.weight.data_ptr()
 
 
+def test_new_blocks_are_made_by_the_copy_block_given():
+    """grow(copy_block=...) is how sharded growth makes its new blocks (growres.sharding); everything else is the
+    strategy's, as for blocks made by deepcopy."""
+    made = []
+
+    def copy_block(source):
+        made.append(source)
+        return copy.deepcopy(source)
+
+    model, reference = timm.create_model("growres_resnet32"), timm.create_model("growres_resnet32")
+    reference.load_state_dict(model.state_dict())
+    sources = [block for plan in growres.growth.plan_growth(model, "identity") for block in plan]
+    growres.grow(model, "identity", copy_block=copy_block)
+    growres.grow(reference, "identity")
+    assert sorted(map(id, made)) == sorted(map(id, sources))  # once per new block, its source
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize("strategy", STEP_FACTOR)
 def test_step_size_follows_the_strategy_and_transitions_keep_h_one(strategy):
     model = timm.create_model("growres_resnet50i")
