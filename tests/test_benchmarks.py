@@ -15,9 +15,11 @@ sys.path.insert(0, str(BENCHMARKS))
 import plateau  # noqa: E402  (a script of benchmarks/, not a package)
 
 
-def record(method: str, seed: int, test_acc: float, seconds: float, epochs: int = 20, precision: str = "bf16"):
+def record(method: str, seed: int, test_acc: float, seconds: float, epochs: int = 20, precision: str = "bf16",
+           load: float = 2.0):
     return {"method": method, "seed": seed, "epochs": epochs, "mixed_precision": precision, "test_acc": test_acc,
-            "train_seconds": seconds, "curve": [(epochs, seconds, test_acc)]}
+            "train_seconds": seconds, "curve": [(epochs, seconds, test_acc)], "load_average": [load, load],
+            "machine": {"threads": 2}}
 
 
 def results(accuracies: dict[str, list[float]], seconds: dict[str, float] | None = None) -> dict:
@@ -78,6 +80,15 @@ def test_summary_has_the_issues_schema_and_time_saved_is_paired_by_seed():
     result["runs"]["last/40ep/bf16/seed0"] = record("last", 0, 0.905, 400.0, epochs=40)
     summary = plateau.summarize(result, plateau.Size())
     assert summary["pilot"][1]["gain_pp"] == pytest.approx(0.5) and summary["plateau"] is True
+
+
+def test_time_saved_comes_only_from_runs_that_had_the_machine_to_themselves():
+    result = results({"last": [0.9, 0.9], "multilevel": [0.89, 0.91], "first": [0.88, 0.88], "no-restart": [0.9, 0.9]},
+                     seconds={"last": 200.0, "multilevel": 110.0, "first": 50.0, "no-restart": 110.0})
+    result["runs"]["multilevel/20ep/bf16/seed1"] = record("multilevel", 1, 0.91, 190.0, load=3.5)  # beside a job
+    summary = plateau.summarize(result, plateau.Size())
+    assert summary["time_saved"]["mean"] == pytest.approx(0.45) and summary["time_saved"]["std"] is None
+    assert summary["multilevel_minus_last_pp"]["n"] == 2  # its accuracy still counts
 
 
 def test_a_results_file_of_another_size_is_refused_and_one_of_the_same_is_resumed(tmp_path):

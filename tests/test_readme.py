@@ -63,3 +63,33 @@ def test_readme_quick_start_promises_the_committed_range():
     for kernels in {r["kernels"] for r in runs}:
         assert f"({span([r['test_acc'] for r in runs if r['kernels'] == kernels])}" in readme, kernels
     assert {r["seed"] for r in runs} == {0, 1, 2} and "seeds 0–2" in readme
+
+
+PLATEAU = Path(__file__).parents[1] / "benchmarks" / "results" / "time_saved_plateau.json"
+LM_GROWTH = Path(__file__).parents[1] / "benchmarks" / "results" / "lm_growth.md"
+
+
+def signed(value: float) -> str:
+    return f"{value:+.2f}".replace("-", "−")
+
+
+def test_readme_opens_with_the_plateau_evidence_as_committed():
+    """The first paragraph's pilot and paired figures are those of the committed plateau benchmark."""
+    result = json.loads(PLATEAU.read_text())
+    opening = README.read_text().split("\n\n")[1]
+    shorter, longer = result["pilot"]
+    assert f"gained {longer['gain_pp']:.2f} pp" in opening
+    assert f"({shorter['accuracy_mean']:.2f}% → {longer['accuracy_mean']:.2f}%" in opening
+    paired = result["multilevel_minus_last_pp"]
+    assert f"multi-level − last-cycle is {signed(paired['mean'])} pp" in opening
+    if paired["ci95"]:
+        low, high = paired["ci95"]
+        assert f"[{signed(low)}, {signed(high)}]" in opening
+    assert f"{paired['n']} paired seed" in opening and f"**{result['verdict']}" in opening
+
+
+def test_readme_quotes_the_lm_growth_table_as_committed():
+    rows = [line for line in LM_GROWTH.read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) >= 6  # the header and a row per method
+    readme = README.read_text()
+    assert [row for row in rows if row not in readme] == []
