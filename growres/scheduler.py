@@ -19,7 +19,7 @@ import copy
 import inspect
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -70,8 +70,10 @@ class GrowthPlan:
             )
 
     @classmethod
-    def paper(cls, interpolations: int = 2, total: int = PAPER_EPOCHS, grow: bool = True) -> "GrowthPlan":
-        """The paper's schedule (epochs 60 and 110 of 160) scaled to ``total``; equal cycles for other counts.
+    def paper(cls, interpolations: int = 2, total: int = PAPER_EPOCHS, grow: bool = True,
+              unit: str = "epoch") -> "GrowthPlan":
+        """The paper's schedule (epochs 60 and 110 of 160) scaled to ``total`` ``unit``s; equal cycles for other
+        counts.
 
         A run too short for every cycle keeps the restarts that fit when it does not grow, and is refused
         when it grows (each interpolation needs a cycle)."""
@@ -81,9 +83,9 @@ class GrowthPlan:
             cycles = [round(total * (i + 1) / (interpolations + 1)) for i in range(interpolations)]
         cycles = sorted({c for c in cycles if 0 < c < total})
         if grow and len(cycles) < interpolations:
-            raise GrowresError(f"{total} epochs cannot hold the {interpolations + 1} cycles of {interpolations} "
-                               f"interpolations: train for at least {interpolations + 1} epochs.")
-        return cls(cycles=tuple(cycles), total=total, grow=grow)
+            raise GrowresError(f"{total} {unit}s cannot hold the {interpolations + 1} cycles of {interpolations} "
+                               f"interpolations: train for at least {interpolations + 1} {unit}s.")
+        return cls(cycles=tuple(cycles), total=total, unit=unit, grow=grow)
 
     def to_steps(self, steps_per_epoch: int | None) -> tuple[tuple[int, ...], int]:
         """(cycle starts, total) in optimizer steps."""
@@ -99,10 +101,8 @@ def default_plan(planned: int | None, total: int = PAPER_EPOCHS, unit: str = "ep
     (``adapter.planned_interpolations``: growres ``*i`` models): that many, LR restarts without growth for a model at
     its final depth, and two for a model without a plan of its own (None)."""
     if planned == 0:
-        plan = GrowthPlan.paper(total=total, grow=False)
-    else:
-        plan = GrowthPlan.paper(interpolations=planned or 2, total=total)
-    return replace(plan, unit=unit)
+        return GrowthPlan.paper(total=total, grow=False, unit=unit)
+    return GrowthPlan.paper(interpolations=planned or 2, total=total, unit=unit)
 
 
 def check_plan(plan: GrowthPlan, planned: int | None) -> None:

@@ -81,6 +81,9 @@ def test_paper_plan_and_scaling():
     assert GrowthPlan.paper(total=1, grow=False).cycles == ()  # too short to restart: one cycle
     with pytest.raises(GrowresError, match="2 epochs cannot hold the 3 cycles of 2 interpolations"):
         GrowthPlan.paper(total=2)
+    assert GrowthPlan.paper(total=16, unit="step") == GrowthPlan(cycles=(6, 11), total=16, unit="step")
+    with pytest.raises(GrowresError, match="2 steps cannot hold the 3 cycles .* at least 3 steps"):
+        GrowthPlan.paper(total=2, unit="step")
 
 
 @pytest.mark.parametrize("kwargs, match", [
