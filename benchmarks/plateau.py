@@ -138,17 +138,12 @@ def train(job: Job, size: Size, workdir: Path) -> dict:
         sys.exit(f"training {job.key} failed:\n{result.stderr[-3000:]}")
     run = RunFolder(out)
     rows, summary = run.metrics(), run.summary()
-    per_cycle: dict[int, list[float]] = {}
-    for row in rows:
-        images, seconds = per_cycle.setdefault(row["cycle"], [0.0, 0.0])
-        per_cycle[row["cycle"]] = [images + row["images_per_second"] * row["epoch_seconds"],
-                                   seconds + row["epoch_seconds"]]
     return {
         **asdict(job), "model": model, "extra": list(extra), "command": command[2:], "test_acc": summary["test_acc"],
         "test_loss": summary["test_loss"], "train_seconds": summary["train_seconds"],
         "wall_seconds": time.perf_counter() - started,
         "cycle_test_acc": [c["test_acc"] for c in summary["cycles"]],
-        "images_per_second_per_cycle": [images / seconds for images, seconds in per_cycle.values()],
+        "images_per_second_per_cycle": [c["images_per_second"] for c in run.pace_per_cycle().values()],
         "curve": [(r["epoch"], r["cumulative_seconds"], r["test_acc"]) for r in rows if r["test_acc"] is not None],
         "machine": machine.describe(), "load_average": [load_before, os.getloadavg()[0]],
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -44,15 +44,11 @@ def run(kernels: str, seed: int, workdir: Path) -> dict:
     if result.returncode:
         sys.exit(f"quick start ({kernels}, seed {seed}) failed:\n{result.stderr[-3000:]}")
     folder = RunFolder(out)
-    summary, rows = folder.summary(), folder.metrics()
-    pace = {}
-    for row in rows:  # images/s per depth: the cycle's images over its seconds
-        images, seconds = pace.get("-".join(map(str, row["layers"])), (0.0, 0.0))
-        pace["-".join(map(str, row["layers"]))] = (images + row["images_per_second"] * row["epoch_seconds"],
-                                                   seconds + row["epoch_seconds"])
+    summary = folder.summary()
     return {"kernels": kernels, "seed": seed, "test_acc": summary["test_acc"],
             "train_seconds": summary["train_seconds"], "last_line": result.stdout.strip().splitlines()[-1],
-            "images_per_second": {depth: images / seconds for depth, (images, seconds) in pace.items()},
+            "images_per_second": {"-".join(map(str, c["layers"])): c["images_per_second"]  # per depth
+                                  for c in folder.pace_per_cycle().values()},
             "machine": json.loads(probe.stdout), "load_average": os.getloadavg()[0]}
 
 

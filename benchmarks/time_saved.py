@@ -112,20 +112,15 @@ def train(method: str, seed: int, dataset: str, size: dict, workdir: Path) -> di
     if result.returncode:
         sys.exit(f"training {method} (seed {seed}) failed:\n{result.stderr[-3000:]}")
     run = RunFolder(out)
-    rows = run.metrics()
-    per_cycle = {}
-    for row in rows:
-        cycle = per_cycle.setdefault(row["cycle"], {"layers": row["layers"], "images": 0.0, "seconds": 0.0})
-        cycle["images"] += row["images_per_second"] * row["epoch_seconds"]
-        cycle["seconds"] += row["epoch_seconds"]
+    rows, pace = run.metrics(), run.pace_per_cycle()
     summary = run.summary()
     print(f"  {method} seed {seed}: {100 * summary['test_acc']:.2f}% in {summary['train_seconds']:.0f} s",
           flush=True)
     return {
         "method": method, "model": model, "extra": list(extra), "seed": seed, "test_acc": summary["test_acc"],
         "train_seconds": summary["train_seconds"], "wall_seconds": wall, "growth": summary["growth"],
-        "images_per_second_per_cycle": {c: v["images"] / v["seconds"] for c, v in per_cycle.items()},
-        "layers_per_cycle": {c: v["layers"] for c, v in per_cycle.items()},
+        "images_per_second_per_cycle": {c: v["images_per_second"] for c, v in pace.items()},
+        "layers_per_cycle": {c: v["layers"] for c, v in pace.items()},
         "curve": [(r["cumulative_seconds"], r["test_acc"]) for r in rows],
         "last_epoch_seconds": rows[-1]["epoch_seconds"],
     }

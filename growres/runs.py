@@ -136,6 +136,16 @@ class RunFolder:
     def metrics(self) -> list[dict[str, Any]]:
         return self._jsonl(self.metrics_path)
 
+    def pace_per_cycle(self) -> dict[int, dict[str, Any]]:
+        """Per cycle, its blocks per stage and its training speed: the cycle's images over its seconds (epochs of
+        different lengths weigh by their time, not one each)."""
+        totals: dict[int, dict[str, Any]] = {}
+        for row in self.metrics():
+            cycle = totals.setdefault(row["cycle"], {"layers": row["layers"], "images": 0.0, "seconds": 0.0})
+            cycle["images"] += row["images_per_second"] * row["epoch_seconds"]
+            cycle["seconds"] += row["epoch_seconds"]
+        return {c: {"layers": t["layers"], "images_per_second": t["images"] / t["seconds"]} for c, t in totals.items()}
+
     def growth_records(self) -> list[dict[str, Any]]:
         return self._jsonl(self.growth_path)
 

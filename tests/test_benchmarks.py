@@ -120,3 +120,16 @@ def test_gpu_check_runs_its_code_path_on_a_cpu(growres_env, tmp_path):
         assert "--compile" in run["command"] and run["command"][run["command"].index("--mixed-precision") + 1] == "bf16"
         assert 0 <= run["test_acc"] <= 1 and run["machine"]["cpu"]
     assert (tmp_path / "time_saved_gpu-smoke.md").read_text().startswith("# growres benchmark")
+
+
+def test_pace_per_cycle_weighs_each_epoch_by_its_seconds(tmp_path):
+    """The benchmarks' images/s per cycle (growres.runs.RunFolder.pace_per_cycle): a cycle's images over its seconds."""
+    from growres.runs import RunFolder
+    rows = [dict(cycle=1, layers=[2, 2, 2], images_per_second=1000.0, epoch_seconds=1.0),
+            dict(cycle=2, layers=[4, 4, 4], images_per_second=100.0, epoch_seconds=10.0),  # the growth epoch
+            dict(cycle=2, layers=[4, 4, 4], images_per_second=500.0, epoch_seconds=2.0)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert RunFolder(tmp_path).pace_per_cycle() == {
+        1: {"layers": [2, 2, 2], "images_per_second": 1000.0},
+        2: {"layers": [4, 4, 4], "images_per_second": 2000.0 / 12.0},  # not the mean of 100 and 500
+    }
