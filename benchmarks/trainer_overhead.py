@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -31,16 +30,13 @@ from pathlib import Path
 
 import machine
 import torch
+from speed import spread
 
 import growres
 
 RESULTS = Path(__file__).parent / "results"
 GROWTH_STEPS = (1, 2)  # the model reaches its final depth after step 2
 WARMUP = 10  # steps after the last growth before timing (allocator and kernel warm-up)
-
-
-def spread(values: list[float]) -> dict:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
 
 
 # -- workers: one measurement per process --------------------------------------------------------------------

@@ -12,8 +12,8 @@ import sys
 
 import lightning as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from ddp_growth import first_mismatch  # this directory: the accelerate DDP script's check
 from torch.utils.data import DataLoader, TensorDataset
 
 from growres import GrowthPlan, stage_layers
@@ -21,16 +21,6 @@ from growres.integrations.lightning import GrowthCallback
 from growres.multilevel_resnet import MultilevelResNet
 
 PLAN = GrowthPlan(cycles=(4, 7), total=9, unit="step")  # 3 epochs of 3 steps per rank
-
-
-def first_mismatch(tensors: dict[str, torch.Tensor]) -> str | None:
-    """The name of the first tensor that differs between ranks, or None."""
-    for name, tensor in tensors.items():
-        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, tensor.contiguous())
-        if not all(torch.equal(g, gathered[0]) for g in gathered):
-            return name
-    return None
 
 
 class Classifier(L.LightningModule):
@@ -62,12 +52,12 @@ class Report(L.Callback):
         records = self.growth.records
         if len(records) > len(self.report["growths"]):
             self.report["growths"].append({"step": records[-1].step, "layers": list(records[-1].layers),
-                                           "mismatch": first_mismatch(dict(pl_module.named_parameters()))})
+                                           "mismatch": first_mismatch(pl_module, buffers=False)})
             self.at_last_growth = {n: p.detach().clone() for n, p in pl_module.net.named_parameters()}
 
     def on_train_end(self, trainer, pl_module):
         net = pl_module.net
-        self.report["final_mismatch"] = first_mismatch(dict(pl_module.named_parameters()))
+        self.report["final_mismatch"] = first_mismatch(pl_module, buffers=False)
         new = [n for n, _ in net.named_parameters() if n.startswith("stages.") and int(n.split(".")[2]) % 2 == 1]
         self.report["new_blocks_moved"] = all(
             not torch.equal(dict(net.named_parameters())[n], self.at_last_growth[n]) for n in new)
