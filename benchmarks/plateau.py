@@ -65,7 +65,9 @@ class Size:
     epochs: int = 20
     test_images: int | None = None  # None: the whole test set (10,000 for Fashion-MNIST)
     eval_every: int = 4  # the full test set costs ~8% of a training epoch: a sparser curve between cycle ends
-    mixed_precision: str = "bf16"  # the fastest measured on this CPU (results/speed_options_*.md), for all alike
+    # "auto": the fastest on the CPU that starts a seed (`fastest_precision`); every method of a seed runs at the
+    # precision of its first run, so its pairs stay alike even when later runs come from another machine
+    mixed_precision: str = "auto"
     compile: bool = False  # on a 2-core CPU its 20-30 s of compiling per depth and run outweigh its gain
     methods: tuple[str, ...] = tuple(METHODS)
     pilot: bool = True  # the doubled-epoch runs that show the size is a plateau, and bf16's fp32 check
@@ -75,13 +77,26 @@ class Size:
     def cycles(self) -> tuple[int, ...]:
         return GrowthPlan.paper(total=self.epochs).cycles  # the paper's 60/110 of 160, scaled
 
+    @property
+    def precision(self) -> str:
+        """The precision a new seed starts with on this machine."""
+        return fastest_precision() if self.mixed_precision == "auto" else self.mixed_precision
+
+
+def fastest_precision() -> str:
+    """bf16 where the hardware has bf16 instructions (on a CPU with AVX512-BF16 1.7-1.9x fp32's speed), else fp32:
+    under AVX2 kernels bf16 runs at 0.05-0.26x of fp32 (results/speed_options_avx2.md; one training step of
+    growres_resnet50 at 0.08x on an AVX2-only AMD EPYC), which would put the queue out of any budget."""
+    _, flags = machine.cpu_model_and_flags()
+    return "bf16" if torch.cuda.is_available() or {"avx512_bf16", "amx_bf16"} & set(flags) else "no"
+
 
 SMOKE = Size(train_images=300, epochs=3, test_images=200, eval_every=2)
 # benchmarks/gpu_check.sh: the Table 3 row on the full training set, with bf16, channels-last and torch.compile, in
 # ~8 minutes on one H200 (16 of the paper's 160 epochs; compiling is about half of it); --cpu-smoke: its code path
-GPU = Size(train_images=None, epochs=16, eval_every=4, compile=True, methods=("first", "last", "multilevel"),
-           pilot=False)
-GPU_SMOKE = Size(train_images=200, epochs=3, test_images=100, eval_every=2, compile=True,
+GPU = Size(train_images=None, epochs=16, eval_every=4, mixed_precision="bf16", compile=True,
+           methods=("first", "last", "multilevel"), pilot=False)
+GPU_SMOKE = Size(train_images=200, epochs=3, test_images=100, eval_every=2, mixed_precision="bf16", compile=True,
                  methods=("first", "last", "multilevel"), pilot=False)
 SIZES = {"plateau": Size(), "smoke": SMOKE, "gpu": GPU, "gpu-smoke": GPU_SMOKE}
 PILOT_SEEDS = (0, 1)  # the pilot's doubled runs, and bf16's fp32 check; their runs at the size count for the rest
@@ -99,18 +114,30 @@ class Job:
         return f"{self.method}/{self.epochs}ep/{self.mixed_precision}/seed{self.seed}"
 
 
-def queue(size: Size, seeds: tuple[int, ...]) -> list[Job]:
+def seed_precisions(runs: dict, size: Size) -> dict[int, str]:
+    """Each started seed's precision: that of its first run at the size (a later fp32 check does not change it)."""
+    started = sorted((r["date"], r["seed"], r["mixed_precision"]) for r in runs.values() if r["epochs"] == size.epochs)
+    precisions = {}
+    for _, seed, precision in started:
+        precisions.setdefault(seed, precision)
+    return precisions
+
+
+def queue(size: Size, seeds: tuple[int, ...], runs: dict | None = None) -> list[Job]:
     """Every run the result needs, in the order to run them: the pilot first (if the size has not plateaued,
     nothing else is worth running at it; its runs at the size are the comparison's last-cycle runs too), then the
-    methods interleaved within each seed (a drift of the machine's speed falls on all alike), then bf16's fp32
-    check."""
-    jobs = [Job("last", seed, epochs, size.mixed_precision) for seed in PILOT_SEEDS
-            for epochs in (size.epochs, 2 * size.epochs)] if size.pilot else []
-    for seed in seeds:
-        jobs += [Job(method, seed, size.epochs, size.mixed_precision) for method in size.methods
-                 if Job(method, seed, size.epochs, size.mixed_precision) not in jobs]
-    if size.pilot and size.mixed_precision != "no":
-        jobs += [Job("last", seed, size.epochs, "no") for seed in PILOT_SEEDS]
+    verdict's pair (multilevel, last-cycle) of every seed, side by side (a drift of the machine's speed falls on
+    both alike; if the budget ends first, the verdict is what it should have bought), then the other methods per
+    seed, then bf16's fp32 check. A seed runs at the precision it started with, a new one at the machine's."""
+    precision = {seed: size.precision for seed in (*PILOT_SEEDS, *seeds)} | seed_precisions(runs or {}, size)
+    pilot = [Job("last", seed, epochs, precision[seed]) for seed in PILOT_SEEDS
+             for epochs in (size.epochs, 2 * size.epochs)] if size.pilot else []
+    methods = sorted(size.methods, key=lambda method: method not in ("multilevel", "last"))  # stable: the pair first
+    jobs = pilot + [Job(method, seed, size.epochs, precision[seed]) for method_group in (methods[:2], methods[2:])
+                    for seed in seeds for method in method_group]
+    jobs = list(dict.fromkeys(jobs))  # the pilot's runs at the size once
+    if size.pilot:
+        jobs += [Job("last", seed, size.epochs, "no") for seed in PILOT_SEEDS if precision[seed] != "no"]
     return jobs
 
 
@@ -150,7 +177,7 @@ def train(job: Job, size: Size, workdir: Path) -> dict:
     }
 
 
-RUN_FIELDS = ("train_images", "epochs", "test_images", "mixed_precision", "compile", "dataset")  # what a run is
+RUN_FIELDS = ("train_images", "epochs", "test_images", "compile", "dataset")  # a run's precision is in its key
 
 
 def load(path: Path, size: Size) -> dict:
@@ -193,10 +220,9 @@ def verdict(interval: list[float] | None) -> str:
     return "undecided"
 
 
-def paired(runs: dict, a: tuple, b: tuple, seeds) -> dict:
-    """(method, epochs, precision) a − b per seed that has both (pp), with the paired 95% interval."""
-    keys = [(Job(a[0], s, *a[1:]).key, Job(b[0], s, *b[1:]).key) for s in seeds]
-    diffs = [runs[ka]["test_acc"] - runs[kb]["test_acc"] for ka, kb in keys if ka in runs and kb in runs]
+def paired(runs: dict, pairs: list[tuple[Job, Job]]) -> dict:
+    """a − b (pp) over the pairs of runs (a, b) of which both are done, with the paired 95% interval."""
+    diffs = [runs[a.key]["test_acc"] - runs[b.key]["test_acc"] for a, b in pairs if a.key in runs and b.key in runs]
     interval = t_interval(diffs)
     return {"mean": 100 * statistics.mean(diffs) if diffs else None,
             "ci95": [100 * v for v in interval] if interval else None, "paired": True, "n": len(diffs),
@@ -210,11 +236,14 @@ def quiet(run: dict) -> bool:
 
 def summarize(result: dict, size: Size) -> dict:
     runs = result["runs"]
-    seeds = sorted({r["seed"] for r in runs.values()})
-    at_size = (size.epochs, size.mixed_precision)
+    precision = seed_precisions(runs, size)
+    seeds = sorted(precision)
 
-    def done(method: str, epochs: int = size.epochs, precision: str = size.mixed_precision) -> list[dict]:
-        return [runs[k] for k in (Job(method, s, epochs, precision).key for s in seeds) if k in runs]
+    def job(method: str, seed: int, epochs: int = size.epochs) -> Job:
+        return Job(method, seed, epochs, precision[seed])
+
+    def done(method: str, epochs: int = size.epochs) -> list[dict]:
+        return [runs[k] for k in (job(method, s, epochs).key for s in seeds) if k in runs]
 
     methods = {}
     for method in size.methods:
@@ -231,7 +260,7 @@ def summarize(result: dict, size: Size) -> dict:
             "train_seconds_mean": statistics.mean(r["train_seconds"] for r in done(method)) if accuracies else None,
             "time_saved_vs_last": {"mean": statistics.mean(saved) if saved else None,
                                    "std": statistics.stdev(saved) if len(saved) > 1 else None},
-            "minus_last_pp": paired(runs, (method, *at_size), ("last", *at_size), seeds),
+            "minus_last_pp": paired(runs, [(job(method, s), job("last", s)) for s in seeds]),
         }
     pilot = []
     for epochs in (size.epochs, 2 * size.epochs):
@@ -245,12 +274,12 @@ def summarize(result: dict, size: Size) -> dict:
     multilevel = methods["multilevel"]
     compared = sorted(set(methods["multilevel"]["seeds"]) & set(methods["last"]["seeds"]))
     return {
-        "seeds": compared, "methods": methods, "pilot": pilot,
+        "seeds": compared, "methods": methods, "pilot": pilot, "seed_precision": precision,
         "plateau": pilot[1]["gain_pp"] is not None and pilot[1]["gain_pp"] < 100 * PLATEAU_GAIN,
         "multilevel_minus_last_pp": multilevel["minus_last_pp"],
         "time_saved": multilevel["time_saved_vs_last"],
-        "bf16_minus_fp32_pp": paired(runs, ("last", *at_size), ("last", size.epochs, "no"), PILOT_SEEDS)
-        if size.pilot and size.mixed_precision != "no" else None,
+        "bf16_minus_fp32_pp": paired(runs, [(Job("last", s, size.epochs, "bf16"), Job("last", s, size.epochs, "no"))
+                                            for s in PILOT_SEEDS]) if size.pilot else None,
         "verdict": multilevel["minus_last_pp"]["verdict"],
     }
 
@@ -269,6 +298,15 @@ def interval(diff: dict) -> str:
     return f"{diff['mean']:+.2f} pp {ci}, n={diff['n']}: {diff['verdict']}"
 
 
+def precisions(seed_precision: dict[int, str]) -> str:
+    """"bf16 (seeds 0, 1), fp32 (seed 2)": which precision each seed ran at (all its methods alike)."""
+    seeds = {}
+    for seed, precision in sorted(seed_precision.items()):
+        seeds.setdefault("fp32" if precision == "no" else precision, []).append(str(seed))
+    return "precision " + (", ".join(f"{p} (seed{'s' * (len(v) > 1)} {', '.join(v)})" for p, v in seeds.items())
+                           or "—")
+
+
 def markdown(result: dict, size: Size) -> str:
     s = result["summary"]
     machines = sorted({machine.line(r["machine"]) for r in result["runs"].values()})
@@ -277,7 +315,7 @@ def markdown(result: dict, size: Size) -> str:
         "",
         f"Fashion-MNIST, {size.train_images or 'all'} training images, {size.test_images or 'all 10,000'} test "
         f"images · {size.epochs} epochs, cycles start at {list(size.cycles)} (the paper's 60/110 of 160) · "
-        f"mixed precision {size.mixed_precision}, channels-last{', torch.compile' if size.compile else ''} · "
+        f"{precisions(s['seed_precision'])}, channels-last{', torch.compile' if size.compile else ''} · "
         f"batch 100, η_max 0.5 · "
         f"{len(result['runs'])} runs, on: {'; '.join(machines) or '—'}",
         "",
@@ -319,7 +357,8 @@ def plot(result: dict, size: Size, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in size.methods:
-        keys = [Job(method, seed, size.epochs, size.mixed_precision).key for seed in result["summary"]["seeds"]]
+        precision = result["summary"]["seed_precision"]
+        keys = [Job(method, seed, size.epochs, precision[seed]).key for seed in result["summary"]["seeds"]]
         curves = [result["runs"][k]["curve"] for k in keys if k in result["runs"]]
         if not curves:
             continue
@@ -367,7 +406,7 @@ def main() -> None:
     size = SIZES[args.size]
     stem = args.output
     result = load(Path(f"{stem}.json"), size)
-    jobs = queue(size, tuple(range(args.seeds)))
+    jobs = queue(size, tuple(range(args.seeds)), result["runs"])
     todo = [job for job in jobs if job.key not in result["runs"]]
     if args.plan:
         for job in jobs:

@@ -19,7 +19,7 @@ def record(method: str, seed: int, test_acc: float, seconds: float, epochs: int 
            load: float = 2.0):
     return {"method": method, "seed": seed, "epochs": epochs, "mixed_precision": precision, "test_acc": test_acc,
             "train_seconds": seconds, "curve": [(epochs, seconds, test_acc)], "load_average": [load, load],
-            "machine": {"threads": 2}}
+            "machine": {"threads": 2}, "date": f"2026-12-01T{epochs:02d}:{seed:02d}:00"}
 
 
 def results(accuracies: dict[str, list[float]], seconds: dict[str, float] | None = None) -> dict:
@@ -31,17 +31,49 @@ def results(accuracies: dict[str, list[float]], seconds: dict[str, float] | None
     return {"size": {}, "runs": runs}
 
 
-def test_queue_runs_the_pilot_first_then_every_method_per_seed_then_the_fp32_check():
-    jobs = plateau.queue(plateau.Size(), seeds=(0, 1, 2))
+def test_queue_runs_the_pilot_first_then_the_verdicts_pair_then_every_method_per_seed_then_the_fp32_check():
+    jobs = plateau.queue(plateau.Size(mixed_precision="bf16"), seeds=(0, 1, 2))
     keys = [job.key for job in jobs]
     assert keys[:4] == ["last/20ep/bf16/seed0", "last/40ep/bf16/seed0", "last/20ep/bf16/seed1", "last/40ep/bf16/seed1"]
+    assert keys[4:8] == ["multilevel/20ep/bf16/seed0", "multilevel/20ep/bf16/seed1", "multilevel/20ep/bf16/seed2",
+                         "last/20ep/bf16/seed2"]  # the pair of every seed before the other methods of any
     assert keys[-2:] == ["last/20ep/no/seed0", "last/20ep/no/seed1"]
     assert len(keys) == len(set(keys)) == 4 + 3 * 4 - 2 + 2  # the pilot's runs at the size are the comparison's
     for seed in (0, 1, 2):  # each seed has every method
         assert {job.method for job in jobs if job.seed == seed and job.epochs == 20 and job.mixed_precision == "bf16"} \
             == set(plateau.METHODS)
     gpu = plateau.queue(plateau.GPU, seeds=(0,))
-    assert [job.method for job in gpu] == ["first", "last", "multilevel"]
+    assert [job.key for job in gpu] == ["last/16ep/bf16/seed0", "multilevel/16ep/bf16/seed0", "first/16ep/bf16/seed0"]
+
+
+def test_a_seed_keeps_the_precision_it_started_with_and_a_new_one_takes_the_machines(monkeypatch):
+    """Runs spread over machines: seeds begun in bf16 on a CPU with AVX512-BF16 finish in bf16 (their pairs stay
+    alike), a new seed on an AVX2-only CPU runs in fp32, and an fp32 seed needs no fp32 check."""
+    monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("AMD EPYC", ["avx2", "fma"]))
+    monkeypatch.setattr(plateau.torch.cuda, "is_available", lambda: False)
+    assert plateau.fastest_precision() == "no"
+    runs = {job.key: record(job.method, job.seed, 0.9, 1.0, job.epochs, job.mixed_precision)
+            for job in plateau.queue(plateau.Size(mixed_precision="bf16"), seeds=(0, 1))[:6]}
+    jobs = plateau.queue(plateau.Size(), seeds=(0, 1, 2), runs=runs)
+    assert {job.seed: job.mixed_precision for job in jobs if job.epochs == 20 and job.key not in runs} == \
+        {0: "bf16", 1: "bf16", 2: "no"} or [job.key for job in jobs]
+    assert [j.key for j in jobs if j.mixed_precision == "no" and j.seed != 2] == ["last/20ep/no/seed0",
+                                                                                 "last/20ep/no/seed1"]
+    monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("Xeon", ["avx2", "avx512f", "avx512_bf16"]))
+    assert plateau.fastest_precision() == "bf16"
+
+
+def test_pairs_across_seeds_of_other_precisions_stay_within_a_seed():
+    result = results({"last": [0.90, 0.91], "multilevel": [0.89, 0.91]})
+    for method, acc in (("last", 0.95), ("multilevel", 0.96)):  # seed 2 in fp32, paired with itself only
+        result["runs"][plateau.Job(method, 2, 20, "no").key] = record(method, 2, acc, 100.0, precision="no")
+    result["runs"]["last/20ep/no/seed0"] = record("last", 0, 0.99, 100.0, precision="no")  # seed 0's fp32 check
+    result["runs"]["last/20ep/no/seed0"]["date"] = "2026-12-02T00:00:00"  # run after the seed's bf16 runs
+    summary = plateau.summarize(result, plateau.Size())
+    assert summary["seed_precision"] == {0: "bf16", 1: "bf16", 2: "no"}
+    assert summary["multilevel_minus_last_pp"]["per_seed"] == pytest.approx([-1.0, 0.0, 1.0])
+    assert summary["methods"]["last"]["test_acc"] == pytest.approx([90.0, 91.0, 95.0])  # not the fp32 check's 99
+    assert summary["bf16_minus_fp32_pp"]["per_seed"] == pytest.approx([-9.0])
 
 
 def test_paired_interval_is_students_t_over_the_per_seed_differences():
@@ -50,7 +82,9 @@ def test_paired_interval_is_students_t_over_the_per_seed_differences():
     last = [0.90, 0.91, 0.92, 0.905, 0.915]
     diffs = [-0.004, 0.002, -0.001, 0.003, 0.0]
     result = results({"last": last, "multilevel": [a + d for a, d in zip(last, diffs)]})
-    paired = plateau.paired(result["runs"], ("multilevel", 20, "bf16"), ("last", 20, "bf16"), range(5))
+    job = plateau.Job
+    paired = plateau.paired(result["runs"], [(job("multilevel", s, 20, "bf16"), job("last", s, 20, "bf16"))
+                                             for s in range(5)])
     mean, sd = sum(diffs) / 5, math.sqrt(sum((d - sum(diffs) / 5) ** 2 for d in diffs) / 4)
     half = stats.t.ppf(0.975, 4) * sd / math.sqrt(5)
     assert paired["paired"] is True and paired["n"] == 5
