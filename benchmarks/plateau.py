@@ -129,7 +129,8 @@ def queue(size: Size, seeds: tuple[int, ...], runs: dict | None = None) -> list[
     verdict's pair (multilevel, last-cycle) of every seed, side by side (a drift of the machine's speed falls on
     both alike; if the budget ends first, the verdict is what it should have bought), then the other methods per
     seed, then bf16's fp32 check. A seed runs at the precision it started with, a new one at the machine's."""
-    precision = {seed: size.precision for seed in (*PILOT_SEEDS, *seeds)} | seed_precisions(runs or {}, size)
+    new_seed = size.precision  # once: it reads /proc/cpuinfo
+    precision = {seed: new_seed for seed in (*PILOT_SEEDS, *seeds)} | seed_precisions(runs or {}, size)
     pilot = [Job("last", seed, epochs, precision[seed]) for seed in PILOT_SEEDS
              for epochs in (size.epochs, 2 * size.epochs)] if size.pilot else []
     methods = sorted(size.methods, key=lambda method: method not in ("multilevel", "last"))  # stable: the pair first
@@ -356,8 +357,8 @@ def plot(result: dict, size: Size, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    precision = result["summary"]["seed_precision"]
     for method in size.methods:
-        precision = result["summary"]["seed_precision"]
         keys = [Job(method, seed, size.epochs, precision[seed]).key for seed in result["summary"]["seeds"]]
         curves = [result["runs"][k]["curve"] for k in keys if k in result["runs"]]
         if not curves:

@@ -55,8 +55,8 @@ def test_a_seed_keeps_the_precision_it_started_with_and_a_new_one_takes_the_mach
     runs = {job.key: record(job.method, job.seed, 0.9, 1.0, job.epochs, job.mixed_precision)
             for job in plateau.queue(plateau.Size(mixed_precision="bf16"), seeds=(0, 1))[:6]}
     jobs = plateau.queue(plateau.Size(), seeds=(0, 1, 2), runs=runs)
-    assert {job.seed: job.mixed_precision for job in jobs if job.epochs == 20 and job.key not in runs} == \
-        {0: "bf16", 1: "bf16", 2: "no"} or [job.key for job in jobs]
+    todo = [job for job in jobs if job.epochs == 20 and job.key not in runs and job.method != "last"]  # not the check
+    assert {(job.seed, job.mixed_precision) for job in todo} == {(0, "bf16"), (1, "bf16"), (2, "no")}, todo
     assert [j.key for j in jobs if j.mixed_precision == "no" and j.seed != 2] == ["last/20ep/no/seed0",
                                                                                  "last/20ep/no/seed1"]
     monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("Xeon", ["avx2", "avx512f", "avx512_bf16"]))
