@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 
 import machine
-from plateau import t_interval
+from plateau import mean_std, t_interval, verdict
+
+from growres.runs import write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 TRAIN_LM = Path(__file__).parents[1] / "examples" / "train_lm.py"
@@ -107,20 +109,6 @@ def train(method: str, seed: int, size: Size, steps: int | None = None) -> dict:
 # -- the summary --------------------------------------------------------------------------------------------
 
 
-def mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
-
-
-def verdict(interval: list[float] | None) -> str:
-    """Loss of an operator minus full depth's: on par within +-MARGIN, better below 0, worse above, else undecided."""
-    if interval is None:
-        return "undecided"
-    low, high = interval
-    if low >= -MARGIN and high <= MARGIN:
-        return "on par"
-    return "better" if high < 0 else "worse" if low > 0 else "undecided"
-
-
 def loss_at(curve: list, seconds: float) -> float | None:
     """The validation loss a run had reached after ``seconds`` of training (its last evaluation by then)."""
     reached = [loss for _, s, loss, _ in curve if s <= seconds]
@@ -153,7 +141,7 @@ def summarize(result: dict, size: Size) -> dict:
             diffs = [mine[s]["val_loss"] - full[s]["val_loss"] for s in full]
             row["minus_full"] = diffs
             row["minus_full_ci95"] = t_interval(diffs)
-            row["verdict"] = verdict(row["minus_full_ci95"])
+            row["verdict"] = verdict(row["minus_full_ci95"], MARGIN, higher_is_better=False)
             row["time_saved"] = mean_std([1 - mine[s]["seconds"] / full[s]["seconds"] for s in full])
             reached = [first_reaching(mine[s]["curve"], full[s]["val_loss"]) for s in full]
             row["to_full_loss"] = [None if r is None else {"seconds": r[0], "tokens": r[1] * tokens_per_step}
@@ -245,8 +233,8 @@ def write(result: dict, size: Size, stem: Path) -> None:
     result["methods"] = {method: {key: row[key] for key in HEADLINE if key in row}
                          for method, row in result["summary"]["methods"].items()}
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result, size))
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(result, indent=1) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), markdown(result, size))
     plot(result, size, stem.with_suffix(".png"))
 
 
@@ -266,8 +254,9 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     if result.get("size", dataclasses.asdict(size)) != dataclasses.asdict(size):
         raise SystemExit(f"{path} holds runs of another size: move it away or pick --output.")
-    result.update(size=dataclasses.asdict(size), machine=machine.describe(), conditions=args.conditions,
-                  date=datetime.date.today().isoformat())
+    result["size"] = dataclasses.asdict(size)
+    if not args.report:  # a re-summary keeps the machine and conditions the runs were measured under
+        result.update(machine=machine.describe(), conditions=args.conditions, date=datetime.date.today().isoformat())
 
     jobs = [("full", PILOT_SEED, size.steps), ("full", PILOT_SEED, 2 * size.steps)]
     if not args.pilot:

@@ -207,17 +207,21 @@ def t_interval(values: list[float], level: float = 0.95) -> list[float] | None:
     return [mean - half, mean + half]
 
 
-def verdict(interval: list[float] | None) -> str:
-    """on par (the whole interval within ±MARGIN), worse or better (it excludes 0), else undecided."""
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def verdict(interval: list[float] | None, margin: float = MARGIN, higher_is_better: bool = True) -> str:
+    """What the interval of a difference (a method minus its reference) says: on par (all of it within ±margin),
+    better or worse (it excludes 0; for a loss, below 0 is better), else undecided."""
     if interval is None:
         return "undecided"
     low, high = interval
-    if abs(low) <= MARGIN and abs(high) <= MARGIN:
+    if -margin <= low and high <= margin:
         return "on par"
-    if high < 0:
-        return "worse"
-    if low > 0:
-        return "better"
+    if high < 0 or low > 0:
+        return "better" if (low > 0) == higher_is_better else "worse"
     return "undecided"
 
 
@@ -259,8 +263,7 @@ def summarize(result: dict, size: Size) -> dict:
             "test_acc_mean": statistics.mean(accuracies) if accuracies else None,
             "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
             "train_seconds_mean": statistics.mean(r["train_seconds"] for r in done(method)) if accuracies else None,
-            "time_saved_vs_last": {"mean": statistics.mean(saved) if saved else None,
-                                   "std": statistics.stdev(saved) if len(saved) > 1 else None},
+            "time_saved_vs_last": mean_std(saved),
             "minus_last_pp": paired(runs, [(job(method, s), job("last", s)) for s in seeds]),
         }
     pilot = []

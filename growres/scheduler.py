@@ -31,7 +31,7 @@ from .growth import get_adapter, get_strategy, grow, is_sharded, stage_layers, u
 
 __all__ = [
     "GrowthPlan", "GrowthRecord", "GrowthScheduler", "check_plan", "cyclic_cosine_lr", "default_plan",
-    "rebuild_optimizer", "regroup_optimizer", "unwrapped",
+    "optimizer_steps_per_epoch", "rebuild_optimizer", "regroup_optimizer", "unwrapped",
 ]
 
 PAPER_EPOCHS = 160
@@ -94,6 +94,12 @@ class GrowthPlan:
         if not steps_per_epoch or steps_per_epoch < 1:
             raise GrowresError("A plan in epochs needs steps_per_epoch (optimizer steps per epoch, at least 1).")
         return tuple(c * steps_per_epoch for c in self.cycles), self.total * steps_per_epoch
+
+
+def optimizer_steps_per_epoch(batches: int, accumulation: int = 1) -> int:
+    """Optimizer steps in an epoch of ``batches`` batches, stepping every ``accumulation`` of them: the Trainer and
+    Lightning both step on an epoch's last, partial accumulation too."""
+    return -(-batches // accumulation)
 
 
 def default_plan(planned: int | None, total: int = PAPER_EPOCHS, unit: str = "epoch") -> GrowthPlan:

@@ -102,6 +102,14 @@ def test_verdict(interval, verdict):
     assert plateau.verdict(interval) == verdict
 
 
+@pytest.mark.parametrize("interval, verdict", [
+    ([-0.03, -0.021], "better"), ([0.001, 0.05], "worse"), ([-0.019, 0.019], "on par"), ([-0.03, 0.01], "undecided"),
+])
+def test_verdict_of_a_loss_difference_lm_growth_s_margin(interval, verdict):
+    # a loss: below 0 is better; lm_growth's margin is 0.02 nats per byte, not 1 pp
+    assert plateau.verdict(interval, 0.02, higher_is_better=False) == verdict
+
+
 def test_summary_has_the_issues_schema_and_time_saved_is_paired_by_seed():
     result = results({"last": [0.9, 0.9], "multilevel": [0.89, 0.91], "first": [0.88, 0.88], "no-restart": [0.9, 0.9]},
                      seconds={"last": 200.0, "multilevel": 110.0, "first": 50.0, "no-restart": 110.0})
@@ -167,3 +175,27 @@ def test_pace_per_cycle_weighs_each_epoch_by_its_seconds(tmp_path):
         1: {"layers": [2, 2, 2], "images_per_second": 1000.0},
         2: {"layers": [4, 4, 4], "images_per_second": 2000.0 / 12.0},  # not the mean of 100 and 500
     }
+
+
+def test_lm_growth_report_re_summarises_the_committed_results_as_committed(tmp_path):
+    # --report recomputes every summary from the runs, and keeps the machine and conditions they were measured under
+    committed = BENCHMARKS / "results" / "lm_growth"
+    stem = tmp_path / "lm_growth"
+    stem.with_suffix(".json").write_text(committed.with_suffix(".json").read_text())
+    subprocess.run([sys.executable, str(BENCHMARKS / "lm_growth.py"), "--report", "--output", str(stem)], check=True,
+                   capture_output=True, cwd=BENCHMARKS)
+    assert stem.with_suffix(".md").read_text() == committed.with_suffix(".md").read_text()
+    assert json.loads(stem.with_suffix(".json").read_text()) == json.loads(committed.with_suffix(".json").read_text())
+
+
+def test_lm_growth_calls_an_operator_better_when_its_loss_is_lower():
+    import lm_growth
+
+    result = json.loads((BENCHMARKS / "results" / "lm_growth.json").read_text())
+    for run in result["runs"].values():
+        if run["method"] == "copy":
+            run["val_loss"] -= 0.1  # far below the full depth's in every seed: a loss, so better
+        if run["method"] == "identity":
+            run["val_loss"] += 0.1
+    methods = lm_growth.summarize(result, lm_growth.Size())["methods"]
+    assert methods["copy"]["verdict"] == "better" and methods["identity"]["verdict"] == "worse"

@@ -49,7 +49,15 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from ..allocator import keep_freed_cpu_memory
 from ..errors import GrowresError
 from ..growth import get_adapter, get_strategy, grow, grow_to, plan_growth, registered_adapters, stage_layers
-from ..scheduler import GrowthPlan, GrowthRecord, check_plan, cyclic_cosine_lr, default_plan, regroup_optimizer
+from ..scheduler import (
+    GrowthPlan,
+    GrowthRecord,
+    check_plan,
+    cyclic_cosine_lr,
+    default_plan,
+    optimizer_steps_per_epoch,
+    regroup_optimizer,
+)
 from .ddp import refresh_ddp
 
 __all__ = ["GrowthCallback"]
@@ -212,7 +220,8 @@ class GrowthCallback(pl.Callback):
         if plan.unit == "epoch":
             if trainer.num_training_batches == math.inf:
                 raise GrowresError("A plan in epochs needs a dataloader that has a length: give the plan in steps.")
-            steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+            steps_per_epoch = optimizer_steps_per_epoch(trainer.num_training_batches,
+                                                        trainer.accumulate_grad_batches)
         cycle_starts, plan_total = plan.to_steps(steps_per_epoch)
         if plan_total != total:
             raise GrowresError(

@@ -36,7 +36,14 @@ from transformers.training_args import ParallelMode
 from ..allocator import keep_freed_cpu_memory
 from ..errors import GrowresError
 from ..growth import get_adapter, get_strategy, grow, grow_to, is_sharded, stage_layers, state_dict_layers
-from ..scheduler import GrowthPlan, check_plan, cyclic_cosine_lr, default_plan, regroup_optimizer
+from ..scheduler import (
+    GrowthPlan,
+    check_plan,
+    cyclic_cosine_lr,
+    default_plan,
+    optimizer_steps_per_epoch,
+    regroup_optimizer,
+)
 from .ddp import refresh_ddp
 
 __all__ = ["GrowthCallback", "GrowthTrainer", "GrowthTrainerMixin", "grow_to_checkpoint"]
@@ -136,7 +143,7 @@ def _steps_per_epoch(args, train_dataloader) -> int | None:
     """Optimizer steps per epoch, as the Trainer counts them (None for a loader without a length)."""
     if train_dataloader is None or not hasattr(train_dataloader, "__len__"):
         return None
-    return max(-(-len(train_dataloader) // args.gradient_accumulation_steps), 1)
+    return optimizer_steps_per_epoch(len(train_dataloader), args.gradient_accumulation_steps)
 
 
 def _drive_lr(lr_scheduler, factor: CyclicCosineFactor, args, state) -> None:

@@ -6,6 +6,7 @@ a grown model whose new parameters DDP does not reduce would drift apart here.
 import json
 import os
 import sys
+from collections.abc import Iterable
 
 import timm
 import timm.optim
@@ -23,8 +24,12 @@ TOTAL_STEPS = 12
 
 def first_mismatch(model: torch.nn.Module, buffers: bool = True) -> str | None:
     """The first parameter (or buffer) that differs between ranks, or None."""
-    tensors = model.state_dict() if buffers else dict(model.named_parameters())
-    for name, tensor in tensors.items():
+    return first_differing((model.state_dict() if buffers else dict(model.named_parameters())).items())
+
+
+def first_differing(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor that differs between ranks, or None."""
+    for name, tensor in named_tensors:
         gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, tensor.contiguous())
         if not all(torch.equal(g, gathered[0]) for g in gathered):

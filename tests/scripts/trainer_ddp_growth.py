@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import transformers
+from ddp_growth import first_differing  # this directory: the accelerate DDP script's check
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from growres.integrations.transformers import GrowthCallback, GrowthTrainer
@@ -34,26 +35,19 @@ def byte_data():
     return [{"input_ids": row, "labels": row} for row in tokens]
 
 
-def equal_across_ranks(tensors) -> bool:
-    flat = torch.cat([t.detach().flatten().float() for t in tensors])
-    gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, flat)
-    return all(torch.equal(gathered[0], other) for other in gathered[1:])
-
-
 class Probe(TrainerCallback):
     """After GrowthCallback: replicas right after each growth, and the gradients of the step after it."""
 
     def __init__(self):
-        self.identical_after_growth, self.ddp_reduces_every_parameter = [], []
+        self.mismatch_after_growth, self.grad_mismatch_after_growth = [], []  # None: equal on every rank
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step in GROWTH_STEPS:
-            self.identical_after_growth.append(equal_across_ranks(model.parameters()))
+            self.mismatch_after_growth.append(first_differing(model.named_parameters()))
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if state.global_step in GROWTH_STEPS:  # the first step after a growth, gradients all-reduced
-            self.ddp_reduces_every_parameter.append(equal_across_ranks(p.grad for p in model.parameters()))
+            self.grad_mismatch_after_growth.append(first_differing((n, p.grad) for n, p in model.named_parameters()))
 
 
 class RecordingTrainer(GrowthTrainer):
@@ -91,9 +85,9 @@ def main(out_dir: Path, plain_trainer: bool) -> None:
     report = {
         "world_size": dist.get_world_size(),
         "growths": [{"step": r["step"], "layers": r["layers"]} for r in growth.records],
-        "identical_after_growth": probe.identical_after_growth,
-        "ddp_reduces_every_parameter": probe.ddp_reduces_every_parameter,
-        "identical_after_training": equal_across_ranks(trainer.model.parameters()),
+        "mismatch_after_growth": probe.mismatch_after_growth,
+        "grad_mismatch_after_growth": probe.grad_mismatch_after_growth,
+        "mismatch_after_training": first_differing(trainer.model.named_parameters()),
         "trained_on_different_data": not torch.equal(gathered[0], gathered[1]),
         "resumed_equals_uninterrupted": resumed_state.keys() == final.keys()
         and all(torch.equal(resumed_state[name], value) for name, value in final.items()),
