@@ -14,10 +14,12 @@ and 3 unpaired seeds. This script answers it decisively or says how far it got:
 3. Every run evaluates the full 10,000-image test set at each cycle's end, at the end and every few epochs
    between (--eval-every). Each finished run is written to the results JSON at once, with the machine it ran on
    (CPU model and flags, kernels, load) and its own speed; a rerun skips what is done, so the whole may be
-   spread over several invocations (--max-minutes stops starting new runs after that long).
+   spread over several invocations (--max-minutes stops starting new runs after that long; --workers runs several
+   at once).
 
     python benchmarks/plateau.py --plan                # the queue and what is done
     python benchmarks/plateau.py --max-minutes 120     # run what is missing, for up to ~2 hours
+    python benchmarks/plateau.py --workers 2           # two one-thread runs at once on 2 cores (no time saved)
     python benchmarks/plateau.py --report              # re-summarise the JSON, Markdown and figure only
     python benchmarks/plateau.py --size smoke --output /tmp/plateau   # a short end-to-end check of the script
 
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -145,8 +148,10 @@ def queue(size: Size, seeds: tuple[int, ...], runs: dict | None = None) -> list[
 # -- running ------------------------------------------------------------------------------------------------
 
 
-def train(job: Job, size: Size, workdir: Path) -> dict:
-    """One `growres train` run in its own process: its result record, with the machine and its own speed."""
+def train(job: Job, size: Size, workdir: Path, threads: int | None = None) -> dict:
+    """One `growres train` run in its own process, on ``threads`` threads (default: this process's): its result
+    record, with the machine and its own speed."""
+    threads = threads or torch.get_num_threads()
     model, extra, _ = METHODS[job.method]
     out = workdir / job.key.replace("/", "-")
     plan = GrowthPlan.paper(total=job.epochs)
@@ -161,7 +166,8 @@ def train(job: Job, size: Size, workdir: Path) -> dict:
     if size.test_images:
         command += ["--max-eval-samples", str(size.test_images)]
     load_before, started = os.getloadavg()[0], time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env=dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS=str(threads)))
     if result.returncode:
         sys.exit(f"training {job.key} failed:\n{result.stderr[-3000:]}")
     run = RunFolder(out)
@@ -173,7 +179,7 @@ def train(job: Job, size: Size, workdir: Path) -> dict:
         "cycle_test_acc": [c["test_acc"] for c in summary["cycles"]],
         "images_per_second_per_cycle": [c["images_per_second"] for c in run.pace_per_cycle().values()],
         "curve": [(r["epoch"], r["cumulative_seconds"], r["test_acc"]) for r in rows if r["test_acc"] is not None],
-        "machine": machine.describe(), "load_average": [load_before, os.getloadavg()[0]],
+        "machine": machine.describe() | {"threads": threads}, "load_average": [load_before, os.getloadavg()[0]],
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -406,7 +412,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of every method (more: a narrower interval)")
     parser.add_argument("--max-minutes", type=float, default=math.inf, help="start no run after this long")
     parser.add_argument("--output", type=Path, default=RESULTS / "time_saved_plateau", help="results file stem")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs at once, the cores shared among them (on 2 cores, 2 one-thread runs finish the "
+                             "queue sooner than 1 two-thread run; their seconds are not quiet and give no time saved)")
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     size = SIZES[args.size]
     stem = args.output
     result = load(Path(f"{stem}.json"), size)
@@ -416,17 +427,29 @@ def main() -> None:
         for job in jobs:
             print(f"{'done' if job.key in result['runs'] else 'todo'}  {job.key}")
         return print(f"{len(todo)} of {len(jobs)} runs to go")
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for job in [] if args.report else todo:
-            if (time.perf_counter() - started) / 60 > args.max_minutes:
+    threads = max(1, torch.get_num_threads() // args.workers)  # this process's (OMP_NUM_THREADS), shared
+    started, pending = time.perf_counter(), [] if args.report else todo
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.workers) as pool:
+        running = {}
+
+        def start_next() -> None:
+            if pending and (time.perf_counter() - started) / 60 > args.max_minutes:
                 print(f"--max-minutes {args.max_minutes:g} reached; rerun to continue", flush=True)
-                break
-            record = train(job, size, Path(tmp))
+                pending.clear()
+            if pending:
+                job = pending.pop(0)
+                running[pool.submit(train, job, size, Path(tmp), threads)] = job
+
+        for _ in range(args.workers):
+            start_next()
+        while running:
+            finished = next(as_completed(running))
+            job, record = running.pop(finished), finished.result()
             result["runs"][job.key] = record
-            write(result, size, stem)  # at once: an interrupted invocation loses at most the run in progress
+            write(result, size, stem)  # at once: an interrupted invocation loses at most the runs in progress
             print(f"{job.key}: {100 * record['test_acc']:.2f}% in {record['train_seconds']:.0f} s "
                   f"({record['wall_seconds']:.0f} s wall)", flush=True)
+            start_next()
     write(result, size, stem)
     print(markdown(result, size))
 

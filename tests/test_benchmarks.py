@@ -199,3 +199,28 @@ def test_lm_growth_calls_an_operator_better_when_its_loss_is_lower():
             run["val_loss"] += 0.1
     methods = lm_growth.summarize(result, lm_growth.Size())["methods"]
     assert methods["copy"]["verdict"] == "better" and methods["identity"]["verdict"] == "worse"
+
+
+def test_workers_run_the_queue_side_by_side_sharing_the_threads_and_write_every_run(tmp_path, monkeypatch):
+    import threading
+
+    import torch
+
+    side_by_side, threads_given = threading.Barrier(2, timeout=30), []
+
+    def fake_train(job, size, workdir, threads=None):
+        side_by_side.wait()  # breaks (BrokenBarrierError) unless two runs are in progress at once
+        threads_given.append(threads)
+        return record(job.method, job.seed, 0.9, 10.0, epochs=job.epochs, precision=job.mixed_precision) | {
+            "wall_seconds": 10.0, "machine": plateau.machine.describe() | {"threads": threads}}
+
+    monkeypatch.setattr(plateau, "train", fake_train)
+    monkeypatch.setattr(plateau, "fastest_precision", lambda: "no")
+    monkeypatch.setattr(plateau, "plot", lambda *args: None)
+    monkeypatch.setattr(sys, "argv", ["plateau.py", "--size", "smoke", "--seeds", "2", "--workers", "2",
+                                      "--output", str(tmp_path / "r")])
+    plateau.main()
+    written = json.loads((tmp_path / "r.json").read_text())["runs"]
+    queued = plateau.queue(plateau.SMOKE, (0, 1), written)
+    assert sorted(written) == sorted(job.key for job in queued) and len(queued) % 2 == 0
+    assert threads_given == [max(1, torch.get_num_threads() // 2)] * len(queued)
