@@ -24,7 +24,7 @@ TOTAL_STEPS = 12
 
 def first_mismatch(model: torch.nn.Module, buffers: bool = True) -> str | None:
     """The first parameter (or buffer) that differs between ranks, or None."""
-    return first_differing((model.state_dict() if buffers else dict(model.named_parameters())).items())
+    return first_differing(model.state_dict().items() if buffers else model.named_parameters())
 
 
 def first_differing(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
