@@ -5,7 +5,8 @@ showed the time; its accuracy interval was undecided, at a budget that had not p
 and 3 unpaired seeds. This script answers it decisively or says how far it got:
 
 1. The pilot: the last-cycle model (growres_resnet50) at the chosen size and at twice its epochs, on >= 2 seeds.
-   The size is a plateau when doubling the epochs gains < 1 pp of mean test accuracy.
+   The size is a plateau when doubling the epochs gains < 1 pp of mean test accuracy; where it is not, the pilot
+   doubles once more, to show at how many epochs it is (the size for a rerun to take).
 2. The comparison: per seed, the multi-level model (growres_resnet50i), the last-cycle and first-cycle models
    (growres_resnet50, growres_resnet14; LR restarts at the same points) and the paper's no-restart ablation,
    at that size. Within a seed every method sees the same data order and augmentation (`growres train` draws
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import machine
@@ -56,6 +57,7 @@ METHODS = {  # name: (model, extra `growres train` flags, what it is)
 }
 MARGIN = 0.01  # on par: the whole 95% interval of the accuracy difference within ±1 pp
 PLATEAU_GAIN = 0.01  # a plateau: doubling the epochs gains less than 1 pp
+PILOT_RUNGS = 3  # the size's epochs, twice and four times them: a size off the plateau shows where it lies
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ class Size:
     test_images: int | None = None  # None: the whole test set (10,000 for Fashion-MNIST)
     eval_every: int = 4  # the full test set costs ~8% of a training epoch: a sparser curve between cycle ends
     # "auto": the fastest on the CPU that starts a seed (`fastest_precision`); every method of a seed runs at the
-    # precision of its first run, so its pairs stay alike even when later runs come from another machine
+    # precision of its first run, so its pairs stay alike even when later runs come from another machine, except
+    # on a CPU without bf16 instructions, which continues a bf16 seed in fp32 (`queue`): such runs count in their
+    # method's mean, but pair only with runs of their own precision
     mixed_precision: str = "auto"
     compile: bool = False  # on a 2-core CPU its 20-30 s of compiling per depth and run outweigh its gain
     methods: tuple[str, ...] = tuple(METHODS)
@@ -131,18 +135,47 @@ def queue(size: Size, seeds: tuple[int, ...], runs: dict | None = None) -> list[
     nothing else is worth running at it; its runs at the size are the comparison's last-cycle runs too), then the
     verdict's pair (multilevel, last-cycle) of every seed, side by side (a drift of the machine's speed falls on
     both alike; if the budget ends first, the verdict is what it should have bought), then the other methods per
-    seed, then bf16's fp32 check. A seed runs at the precision it started with, a new one at the machine's."""
+    seed, then bf16's fp32 check. A seed runs at the precision it started with, a new one at the machine's; what
+    is left of a bf16 seed runs in fp32 where bf16 would take 4-20x as long (`fastest_precision`)."""
     new_seed = size.precision  # once: it reads /proc/cpuinfo
-    precision = {seed: new_seed for seed in (*PILOT_SEEDS, *seeds)} | seed_precisions(runs or {}, size)
-    pilot = [Job("last", seed, epochs, precision[seed]) for seed in PILOT_SEEDS
-             for epochs in (size.epochs, 2 * size.epochs)] if size.pilot else []
+    runs = runs or {}
+    precision = {seed: new_seed for seed in (*PILOT_SEEDS, *seeds)} | seed_precisions(runs, size)
+    rungs = pilot_epochs(size, runs)
+    pilot = [Job("last", seed, epochs, precision[seed]) for seed in PILOT_SEEDS for epochs in rungs] if size.pilot \
+        else []
     methods = sorted(size.methods, key=lambda method: method not in ("multilevel", "last"))  # stable: the pair first
     jobs = pilot + [Job(method, seed, size.epochs, precision[seed]) for method_group in (methods[:2], methods[2:])
                     for seed in seeds for method in method_group]
     jobs = list(dict.fromkeys(jobs))  # the pilot's runs at the size once
     if size.pilot:
         jobs += [Job("last", seed, size.epochs, "no") for seed in PILOT_SEEDS if precision[seed] != "no"]
-    return jobs
+    if new_seed != "bf16":
+        jobs = [job if job.key in runs else replace(job, mixed_precision="no") for job in jobs]
+    return list(dict.fromkeys(jobs))  # a bf16 run continued in fp32 may be an fp32 check already queued
+
+
+def pilot_epochs(size: Size, runs: dict) -> list[int]:
+    """The pilot's rungs: the size's epochs and twice them, then, while the last doubling has been measured on every
+    pilot seed and still gained >= 1 pp, twice again (up to PILOT_RUNGS)."""
+    epochs = [size.epochs, 2 * size.epochs]
+    while len(epochs) < PILOT_RUNGS and (gain := pilot_gain(runs, size, epochs[-1])) is not None \
+            and gain >= 100 * PLATEAU_GAIN:
+        epochs.append(2 * epochs[-1])
+    return epochs
+
+
+def pilot_accuracy(runs: dict, size: Size, epochs: int) -> float | None:
+    """The last-cycle model's mean test accuracy (%) at ``epochs`` over the pilot seeds, at each seed's precision;
+    None until every pilot seed has it."""
+    precision = seed_precisions(runs, size)
+    keys = [Job("last", seed, epochs, precision.get(seed)).key for seed in PILOT_SEEDS]
+    return 100 * statistics.mean(runs[k]["test_acc"] for k in keys) if all(k in runs for k in keys) else None
+
+
+def pilot_gain(runs: dict, size: Size, epochs: int) -> float | None:
+    """What doubling to ``epochs`` gained (pp), or None until both rungs are measured."""
+    shorter, longer = pilot_accuracy(runs, size, epochs // 2), pilot_accuracy(runs, size, epochs)
+    return None if shorter is None or longer is None else longer - shorter
 
 
 # -- running ------------------------------------------------------------------------------------------------
@@ -251,7 +284,10 @@ def summarize(result: dict, size: Size) -> dict:
     seeds = sorted(precision)
 
     def job(method: str, seed: int, epochs: int = size.epochs) -> Job:
-        return Job(method, seed, epochs, precision[seed])
+        """The seed's run of the method: at the seed's precision, else in fp32 (a bf16 seed continued, `queue`)."""
+        started = Job(method, seed, epochs, precision[seed])
+        fp32 = replace(started, mixed_precision="no")
+        return fp32 if started.key not in runs and fp32.key in runs else started
 
     def done(method: str, epochs: int = size.epochs) -> list[dict]:
         return [runs[k] for k in (job(method, s, epochs).key for s in seeds) if k in runs]
@@ -261,31 +297,34 @@ def summarize(result: dict, size: Size) -> dict:
         accuracies = [100 * r["test_acc"] for r in done(method)]
         # time saved only from pairs of runs that both had the machine to themselves: the accuracies do not depend
         # on what else runs, their seconds do
-        last_seconds = {r["seed"]: r["train_seconds"] for r in done("last") if quiet(r)}
-        saved = [1 - r["train_seconds"] / last_seconds[r["seed"]] for r in done(method)
-                 if r["seed"] in last_seconds and quiet(r)]
+        last_seconds = {(r["seed"], r["mixed_precision"]): r["train_seconds"] for r in done("last") if quiet(r)}
+        saved = [1 - r["train_seconds"] / last_seconds[r["seed"], r["mixed_precision"]] for r in done(method)
+                 if (r["seed"], r["mixed_precision"]) in last_seconds and quiet(r)]
+        # each run against the last-cycle run of its seed and precision: a pair never mixes precisions
+        pairs = [(job(method, s), replace(job(method, s), method="last")) for s in seeds]
         methods[method] = {
             "seeds": [r["seed"] for r in done(method)], "test_acc": accuracies,
+            "runs": [j.key for j, _ in pairs if j.key in runs],
+            "continued_in_fp32": [j.seed for j, _ in pairs if j.key in runs and j.mixed_precision != precision[j.seed]],
             "test_acc_mean": statistics.mean(accuracies) if accuracies else None,
             "test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
             "train_seconds_mean": statistics.mean(r["train_seconds"] for r in done(method)) if accuracies else None,
             "time_saved_vs_last": mean_std(saved),
-            "minus_last_pp": paired(runs, [(job(method, s), job("last", s)) for s in seeds]),
+            "minus_last_pp": paired(runs, pairs),
         }
-    pilot = []
-    for epochs in (size.epochs, 2 * size.epochs):
-        accuracies = [r["test_acc"] for r in done("last", epochs) if r["seed"] in PILOT_SEEDS]
-        pilot.append({"train_images": size.train_images, "epochs": epochs, "seeds": len(accuracies),
-                      "accuracy_mean": 100 * statistics.mean(accuracies) if accuracies else None})
-    for shorter, longer in zip(pilot, pilot[1:]):
-        both = shorter["accuracy_mean"] is not None and longer["accuracy_mean"] is not None
-        longer["gain_pp"] = longer["accuracy_mean"] - shorter["accuracy_mean"] if both else None
-    pilot[0]["gain_pp"] = None
+    pilot = [{"train_images": size.train_images, "epochs": epochs,
+              "seeds": sum(r["seed"] in PILOT_SEEDS for r in done("last", epochs)),
+              "accuracy_mean": pilot_accuracy(runs, size, epochs),
+              "gain_pp": pilot_gain(runs, size, epochs) if epochs > size.epochs else None}
+             for epochs in pilot_epochs(size, runs)]
+    # the epochs of the first rung whose doubling gains < 1 pp: the size itself where it is a plateau
+    plateau_epochs = next((shorter["epochs"] for shorter, longer in zip(pilot, pilot[1:])
+                           if longer["gain_pp"] is not None and longer["gain_pp"] < 100 * PLATEAU_GAIN), None)
     multilevel = methods["multilevel"]
     compared = sorted(set(methods["multilevel"]["seeds"]) & set(methods["last"]["seeds"]))
     return {
         "seeds": compared, "methods": methods, "pilot": pilot, "seed_precision": precision,
-        "plateau": pilot[1]["gain_pp"] is not None and pilot[1]["gain_pp"] < 100 * PLATEAU_GAIN,
+        "plateau": plateau_epochs == size.epochs, "plateau_epochs": plateau_epochs,
         "multilevel_minus_last_pp": multilevel["minus_last_pp"],
         "time_saved": multilevel["time_saved_vs_last"],
         "bf16_minus_fp32_pp": paired(runs, [(Job("last", s, size.epochs, "bf16"), Job("last", s, size.epochs, "no"))
@@ -337,7 +376,11 @@ def markdown(result: dict, size: Size) -> str:
     for row in s["pilot"]:
         lines.append(f"| {row['train_images'] or 'all'} | {row['epochs']} | {row['seeds']} | "
                      f"{fmt(row['accuracy_mean'])} | {fmt(row['gain_pp'])} |")
-    lines += ["", f"Plateau (gain < {100 * PLATEAU_GAIN:g} pp): **{'yes' if s['plateau'] else 'not shown'}**.", ""]
+    lines += ["", f"Plateau at this size (doubling gains < {100 * PLATEAU_GAIN:g} pp): "
+                  f"**{'yes' if s['plateau'] else 'not shown'}**."]
+    if not s["plateau"] and s["plateau_epochs"]:
+        lines.append(f"The plateau is at {s['plateau_epochs']} epochs: the size for a rerun to take.")
+    lines.append("")
     if not size.pilot:  # a check of the code path on other hardware: no pilot was run
         lines = lines[:4]
     lines += ["## Methods", "",
@@ -354,6 +397,13 @@ def markdown(result: dict, size: Size) -> str:
                      f"{'—' if method == 'last' else fmt(saved['mean'] and 100 * saved['mean'], 1)} |")
     lines += ["", f"**Verdict, multi-level − last-cycle: {s['verdict']}** ({interval(s['multilevel_minus_last_pp'])}; "
                   f"on par means the whole interval within ±{100 * MARGIN:g} pp)."]
+    continued = {METHODS[m][2].split(" (")[0]: stat["continued_in_fp32"] for m, stat in s["methods"].items()
+                 if stat["continued_in_fp32"]}
+    if continued:
+        lines.append("\nBegun in bf16, continued in fp32 on a CPU without bf16 instructions: "
+                     + "; ".join(f"{what}, seed{'s' * (len(v) > 1)} {', '.join(map(str, v))}"
+                                 for what, v in continued.items())
+                     + ". They count in their method's mean, and pair only with a last-cycle run in fp32.")
     if s["bf16_minus_fp32_pp"] is not None:
         lines.append(f"\nbf16 − fp32, last-cycle model at this size: {interval(s['bf16_minus_fp32_pp'])}.")
     return "\n".join(lines) + "\n"
@@ -366,10 +416,8 @@ def plot(result: dict, size: Size, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    precision = result["summary"]["seed_precision"]
     for method in size.methods:
-        keys = [Job(method, seed, size.epochs, precision[seed]).key for seed in result["summary"]["seeds"]]
-        curves = [result["runs"][k]["curve"] for k in keys if k in result["runs"]]
+        curves = [result["runs"][k]["curve"] for k in result["summary"]["methods"][method]["runs"]]
         if not curves:
             continue
         points = list(zip(*curves))  # per evaluation: (epoch, seconds, accuracy) of every seed

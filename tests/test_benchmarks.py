@@ -46,21 +46,27 @@ def test_queue_runs_the_pilot_first_then_the_verdicts_pair_then_every_method_per
     assert [job.key for job in gpu] == ["last/16ep/bf16/seed0", "multilevel/16ep/bf16/seed0", "first/16ep/bf16/seed0"]
 
 
-def test_a_seed_keeps_the_precision_it_started_with_and_a_new_one_takes_the_machines(monkeypatch):
-    """Runs spread over machines: seeds begun in bf16 on a CPU with AVX512-BF16 finish in bf16 (their pairs stay
-    alike), a new seed on an AVX2-only CPU runs in fp32, and an fp32 seed needs no fp32 check."""
-    monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("AMD EPYC", ["avx2", "fma"]))
-    monkeypatch.setattr(plateau.torch.cuda, "is_available", lambda: False)
-    assert plateau.fastest_precision() == "no"
+def test_a_seed_keeps_the_precision_it_started_with_where_it_can_and_a_new_one_takes_the_machines(monkeypatch):
+    """Runs spread over machines: seeds begun in bf16 finish in bf16 on a CPU with AVX512-BF16 (their pairs stay
+    alike); on an AVX2-only CPU, where bf16 runs at 0.05-0.26x, what is left of them runs in fp32, as a new seed
+    does, and the fp32 check of a bf16 seed is queued once."""
     runs = {job.key: record(job.method, job.seed, 0.9, 1.0, job.epochs, job.mixed_precision)
             for job in plateau.queue(plateau.Size(mixed_precision="bf16"), seeds=(0, 1))[:6]}
-    jobs = plateau.queue(plateau.Size(), seeds=(0, 1, 2), runs=runs)
-    todo = [job for job in jobs if job.epochs == 20 and job.key not in runs and job.method != "last"]  # not the check
-    assert {(job.seed, job.mixed_precision) for job in todo} == {(0, "bf16"), (1, "bf16"), (2, "no")}, todo
-    assert [j.key for j in jobs if j.mixed_precision == "no" and j.seed != 2] == ["last/20ep/no/seed0",
-                                                                                 "last/20ep/no/seed1"]
-    monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("Xeon", ["avx2", "avx512f", "avx512_bf16"]))
-    assert plateau.fastest_precision() == "bf16"
+
+    def todo(cpu_flags: list[str]) -> list[plateau.Job]:
+        monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("a CPU", cpu_flags))
+        jobs = plateau.queue(plateau.Size(), seeds=(0, 1, 2), runs=runs)
+        assert len(jobs) == len(set(jobs))
+        return [job for job in jobs if job.key not in runs]
+
+    monkeypatch.setattr(plateau.torch.cuda, "is_available", lambda: False)
+    bf16_cpu = todo(["avx2", "avx512f", "avx512_bf16"])
+    assert {(job.seed, job.mixed_precision) for job in bf16_cpu if job.epochs == 20 and job.method != "last"} \
+        == {(0, "bf16"), (1, "bf16"), (2, "bf16")}
+    assert [j.key for j in bf16_cpu if j.mixed_precision == "no"] == ["last/20ep/no/seed0", "last/20ep/no/seed1"]
+    avx2_cpu = todo(["avx2", "fma"])
+    assert {job.mixed_precision for job in avx2_cpu} == {"no"}
+    assert [(j.method, j.seed) for j in avx2_cpu] == [(j.method, j.seed) for j in bf16_cpu]  # the same runs, in order
 
 
 def test_pairs_across_seeds_of_other_precisions_stay_within_a_seed():
@@ -74,6 +80,24 @@ def test_pairs_across_seeds_of_other_precisions_stay_within_a_seed():
     assert summary["multilevel_minus_last_pp"]["per_seed"] == pytest.approx([-1.0, 0.0, 1.0])
     assert summary["methods"]["last"]["test_acc"] == pytest.approx([90.0, 91.0, 95.0])  # not the fp32 check's 99
     assert summary["bf16_minus_fp32_pp"]["per_seed"] == pytest.approx([-9.0])
+
+
+def test_a_bf16_seed_continued_in_fp32_counts_in_the_mean_and_pairs_only_in_fp32():
+    result = results({"last": [0.90, 0.91, 0.92], "multilevel": [0.89, 0.91, 0.92], "first": [0.88, 0.89]})
+    result["runs"]["first/20ep/no/seed2"] = record("first", 2, 0.95, 50.0, precision="no")  # continued in fp32
+    summary = plateau.summarize(result, plateau.Size())
+    first = summary["methods"]["first"]
+    assert first["seeds"] == [0, 1, 2] and first["test_acc"] == pytest.approx([88.0, 89.0, 95.0])
+    assert first["continued_in_fp32"] == [2] and first["runs"][-1] == "first/20ep/no/seed2"
+    assert first["minus_last_pp"]["per_seed"] == pytest.approx([-2.0, -2.0])  # not 95 - 92 against bf16
+    assert summary["methods"]["multilevel"]["continued_in_fp32"] == []
+    for run in result["runs"].values():  # the report names the machines
+        run["machine"] = plateau.machine.describe() | {"threads": 2}
+    assert "first-cycle model, seed 2." in plateau.markdown({**result, "summary": summary}, plateau.Size())
+    result["runs"]["last/20ep/no/seed2"] = record("last", 2, 0.96, 100.0, precision="no")  # its fp32 partner
+    summary = plateau.summarize(result, plateau.Size())
+    assert summary["methods"]["first"]["minus_last_pp"]["per_seed"] == pytest.approx([-2.0, -2.0, -1.0])
+    assert summary["methods"]["last"]["test_acc"] == pytest.approx([90.0, 91.0, 92.0])  # its own seed's bf16 run
 
 
 def test_paired_interval_is_students_t_over_the_per_seed_differences():
@@ -121,7 +145,34 @@ def test_summary_has_the_issues_schema_and_time_saved_is_paired_by_seed():
     assert summary["pilot"][1]["gain_pp"] is None and summary["plateau"] is False  # no doubled run yet
     result["runs"]["last/40ep/bf16/seed0"] = record("last", 0, 0.905, 400.0, epochs=40)
     summary = plateau.summarize(result, plateau.Size())
+    assert summary["pilot"][1]["gain_pp"] is None  # a mean over every pilot seed, or none
+    result["runs"]["last/40ep/bf16/seed1"] = record("last", 1, 0.905, 400.0, epochs=40)
+    summary = plateau.summarize(result, plateau.Size())
     assert summary["pilot"][1]["gain_pp"] == pytest.approx(0.5) and summary["plateau"] is True
+    assert summary["plateau_epochs"] == 20 and len(summary["pilot"]) == 2  # a plateau: no third rung
+
+
+def test_a_size_off_the_plateau_doubles_once_more_to_show_where_the_plateau_is():
+    """20 -> 40 epochs gains 1.5 pp: the pilot queues 80 epochs on both pilot seeds (before the comparison), and
+    once they gain < 1 pp over 40, the summary names 40 epochs as the plateau, this size as off it."""
+    size = plateau.Size(mixed_precision="bf16")
+    runs = {plateau.Job("last", seed, epochs, "bf16").key: record("last", seed, acc, 100.0, epochs)
+            for seed in plateau.PILOT_SEEDS for epochs, acc in ((20, 0.9), (40, 0.915))}
+    keys = [job.key for job in plateau.queue(size, seeds=(0, 1, 2), runs=runs)]
+    assert keys[:6] == ["last/20ep/bf16/seed0", "last/40ep/bf16/seed0", "last/80ep/bf16/seed0",
+                        "last/20ep/bf16/seed1", "last/40ep/bf16/seed1", "last/80ep/bf16/seed1"]
+    result = {"size": {}, "runs": runs}
+    summary = plateau.summarize(result, size)
+    assert [row["epochs"] for row in summary["pilot"]] == [20, 40, 80]
+    assert summary["pilot"][2]["gain_pp"] is None and summary["plateau_epochs"] is None
+    runs["last/80ep/bf16/seed0"] = record("last", 0, 0.92, 100.0, 80)
+    runs["last/80ep/bf16/seed1"] = record("last", 1, 0.925, 100.0, 80)
+    summary = plateau.summarize(result, size)
+    assert [row["gain_pp"] for row in summary["pilot"][1:]] == [pytest.approx(1.5), pytest.approx(0.75)]
+    assert summary["plateau"] is False and summary["plateau_epochs"] == 40
+    assert len(plateau.queue(size, seeds=(0,), runs=runs)) == 6 + 3 + 2  # the pilot stops at PILOT_RUNGS
+    runs["last/40ep/bf16/seed1"] = record("last", 1, 0.895, 100.0, 40)  # now 20 -> 40 gains 0.5 pp
+    assert "last/80ep/bf16/seed0" not in [job.key for job in plateau.queue(size, seeds=(0,), runs=runs)]
 
 
 def test_time_saved_comes_only_from_runs_that_had_the_machine_to_themselves():

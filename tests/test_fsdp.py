@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
-from launch import torchrun
+from launch import rank_tails, torchrun
 
 SCRIPT = Path(__file__).parent / "scripts" / "fsdp_growth.py"
 # blocks per stage after each growth; MODEL:STRATEGY grows with STRATEGY (a growres model: transitions, explicit h);
@@ -23,7 +23,7 @@ def grow_sharded_models(tmp_path, num_processes: int, models: list[str]) -> dict
     report_path = tmp_path / "report.json"
     result = torchrun([str(SCRIPT), str(report_path), str(tmp_path / "checkpoints"), *models],
                       num_processes=num_processes)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == 0, rank_tails(result)
     report = json.loads(report_path.read_text())
     assert report["world_size"] == num_processes
     assert report["refused"] == REFUSED
