@@ -6,12 +6,13 @@ and 3 unpaired seeds. This script answers it decisively or says how far it got:
 
 1. The pilot: the last-cycle model (growres_resnet50) at the chosen size and at twice its epochs, on >= 2 seeds.
    The size is a plateau when doubling the epochs gains < 1 pp of mean test accuracy; where it is not, the pilot
-   doubles once more, to show at how many epochs it is (the size for a rerun to take).
+   doubles once more, and the comparison moves to the epochs where the plateau is found.
 2. The comparison: per seed, the multi-level model (growres_resnet50i), the last-cycle and first-cycle models
    (growres_resnet50, growres_resnet14; LR restarts at the same points) and the paper's no-restart ablation,
-   at that size. Within a seed every method sees the same data order and augmentation (`growres train` draws
-   both from the seed alone), so the interval of multi-level − last-cycle is the paired one (Student's t over
-   the per-seed differences).
+   at the plateau (at the chosen size until one is found; a comparison made before stays in the summary).
+   Within a seed every method sees the same data order and augmentation (`growres train` draws both from the
+   seed alone), so the interval of multi-level − last-cycle is the paired one (Student's t over the per-seed
+   differences).
 3. Every run evaluates the full 10,000-image test set at each cycle's end, at the end and every few epochs
    between (--eval-every). Each finished run is written to the results JSON at once, with the machine it ran on
    (CPU model and flags, kernels, load) and its own speed; a rerun skips what is done, so the whole may be
@@ -121,9 +122,9 @@ class Job:
         return f"{self.method}/{self.epochs}ep/{self.mixed_precision}/seed{self.seed}"
 
 
-def seed_precisions(runs: dict, size: Size) -> dict[int, str]:
-    """Each started seed's precision: that of its first run at the size (a later fp32 check does not change it)."""
-    started = sorted((r["date"], r["seed"], r["mixed_precision"]) for r in runs.values() if r["epochs"] == size.epochs)
+def seed_precisions(runs: dict, epochs: int) -> dict[int, str]:
+    """Each started seed's precision: that of its first run at ``epochs`` (a later fp32 check does not change it)."""
+    started = sorted((r["date"], r["seed"], r["mixed_precision"]) for r in runs.values() if r["epochs"] == epochs)
     precisions = {}
     for _, seed, precision in started:
         precisions.setdefault(seed, precision)
@@ -139,16 +140,20 @@ def queue(size: Size, seeds: tuple[int, ...], runs: dict | None = None) -> list[
     is left of a bf16 seed runs in fp32 where bf16 would take 4-20x as long (`fastest_precision`)."""
     new_seed = size.precision  # once: it reads /proc/cpuinfo
     runs = runs or {}
-    precision = {seed: new_seed for seed in (*PILOT_SEEDS, *seeds)} | seed_precisions(runs, size)
-    rungs = pilot_epochs(size, runs)
-    pilot = [Job("last", seed, epochs, precision[seed]) for seed in PILOT_SEEDS for epochs in rungs] if size.pilot \
-        else []
+
+    def precision(epochs: int) -> dict[int, str]:
+        return {seed: new_seed for seed in (*PILOT_SEEDS, *seeds)} | seed_precisions(runs, epochs)
+
+    start, compared = precision(size.epochs), comparison_epochs(size, runs)
+    at = precision(compared)
+    pilot = [Job("last", seed, epochs, start[seed]) for seed in PILOT_SEEDS for epochs in pilot_epochs(size, runs)] \
+        if size.pilot else []
     methods = sorted(size.methods, key=lambda method: method not in ("multilevel", "last"))  # stable: the pair first
-    jobs = pilot + [Job(method, seed, size.epochs, precision[seed]) for method_group in (methods[:2], methods[2:])
+    jobs = pilot + [Job(method, seed, compared, at[seed]) for method_group in (methods[:2], methods[2:])
                     for seed in seeds for method in method_group]
     jobs = list(dict.fromkeys(jobs))  # the pilot's runs at the size once
     if size.pilot:
-        jobs += [Job("last", seed, size.epochs, "no") for seed in PILOT_SEEDS if precision[seed] != "no"]
+        jobs += [Job("last", seed, size.epochs, "no") for seed in PILOT_SEEDS if start[seed] != "no"]
     if new_seed != "bf16":
         jobs = [job if job.key in runs else replace(job, mixed_precision="no") for job in jobs]
     return list(dict.fromkeys(jobs))  # a bf16 run continued in fp32 may be an fp32 check already queued
@@ -167,7 +172,7 @@ def pilot_epochs(size: Size, runs: dict) -> list[int]:
 def pilot_accuracy(runs: dict, size: Size, epochs: int) -> float | None:
     """The last-cycle model's mean test accuracy (%) at ``epochs`` over the pilot seeds, at each seed's precision;
     None until every pilot seed has it."""
-    precision = seed_precisions(runs, size)
+    precision = seed_precisions(runs, size.epochs)
     keys = [Job("last", seed, epochs, precision.get(seed)).key for seed in PILOT_SEEDS]
     return 100 * statistics.mean(runs[k]["test_acc"] for k in keys) if all(k in runs for k in keys) else None
 
@@ -176,6 +181,18 @@ def pilot_gain(runs: dict, size: Size, epochs: int) -> float | None:
     """What doubling to ``epochs`` gained (pp), or None until both rungs are measured."""
     shorter, longer = pilot_accuracy(runs, size, epochs // 2), pilot_accuracy(runs, size, epochs)
     return None if shorter is None or longer is None else longer - shorter
+
+
+def plateau_epochs(size: Size, runs: dict) -> int | None:
+    """The pilot's first rung whose doubling gains < 1 pp (the size's own epochs where the size is a plateau)."""
+    rungs = pilot_epochs(size, runs)
+    return next((epochs for epochs in rungs[:-1]
+                 if (gain := pilot_gain(runs, size, 2 * epochs)) is not None and gain < 100 * PLATEAU_GAIN), None)
+
+
+def comparison_epochs(size: Size, runs: dict) -> int:
+    """Where the methods are compared: at the plateau once the pilot has found it, else at the size's epochs."""
+    return (plateau_epochs(size, runs) if size.pilot else None) or size.epochs
 
 
 # -- running ------------------------------------------------------------------------------------------------
@@ -278,19 +295,19 @@ def quiet(run: dict) -> bool:
     return max(run["load_average"]) <= run["machine"]["threads"] + 0.5
 
 
-def summarize(result: dict, size: Size) -> dict:
-    runs = result["runs"]
-    precision = seed_precisions(runs, size)
+def comparison(runs: dict, size: Size, epochs: int) -> dict:
+    """Every method at ``epochs``: its runs, accuracy over seeds, and its paired difference to the last-cycle model."""
+    precision = seed_precisions(runs, epochs)
     seeds = sorted(precision)
 
-    def job(method: str, seed: int, epochs: int = size.epochs) -> Job:
+    def job(method: str, seed: int) -> Job:
         """The seed's run of the method: at the seed's precision, else in fp32 (a bf16 seed continued, `queue`)."""
         started = Job(method, seed, epochs, precision[seed])
         fp32 = replace(started, mixed_precision="no")
         return fp32 if started.key not in runs and fp32.key in runs else started
 
-    def done(method: str, epochs: int = size.epochs) -> list[dict]:
-        return [runs[k] for k in (job(method, s, epochs).key for s in seeds) if k in runs]
+    def done(method: str) -> list[dict]:
+        return [runs[k] for k in (job(method, s).key for s in seeds) if k in runs]
 
     methods = {}
     for method in size.methods:
@@ -312,24 +329,35 @@ def summarize(result: dict, size: Size) -> dict:
             "time_saved_vs_last": mean_std(saved),
             "minus_last_pp": paired(runs, pairs),
         }
+    multilevel = methods["multilevel"]
+    return {
+        "epochs": epochs, "cycles": list(GrowthPlan.paper(total=epochs).cycles),
+        "seeds": sorted(set(multilevel["seeds"]) & set(methods["last"]["seeds"])), "methods": methods,
+        "seed_precision": precision, "multilevel_minus_last_pp": multilevel["minus_last_pp"],
+        "time_saved": multilevel["time_saved_vs_last"], "verdict": multilevel["minus_last_pp"]["verdict"],
+    }
+
+
+def summarize(result: dict, size: Size) -> dict:
+    """The comparison where the pilot found the plateau (else at the size), the pilot, any comparison made at other
+    epochs (before the plateau was found), and bf16's fp32 check."""
+    runs = result["runs"]
+    rungs = pilot_epochs(size, runs) if size.pilot else [size.epochs]
+    start = seed_precisions(runs, size.epochs)
     pilot = [{"train_images": size.train_images, "epochs": epochs,
-              "seeds": sum(r["seed"] in PILOT_SEEDS for r in done("last", epochs)),
+              "seeds": sum(Job("last", seed, epochs, start.get(seed)).key in runs for seed in PILOT_SEEDS),
               "accuracy_mean": pilot_accuracy(runs, size, epochs),
               "gain_pp": pilot_gain(runs, size, epochs) if epochs > size.epochs else None}
-             for epochs in pilot_epochs(size, runs)]
-    # the epochs of the first rung whose doubling gains < 1 pp: the size itself where it is a plateau
-    plateau_epochs = next((shorter["epochs"] for shorter, longer in zip(pilot, pilot[1:])
-                           if longer["gain_pp"] is not None and longer["gain_pp"] < 100 * PLATEAU_GAIN), None)
-    multilevel = methods["multilevel"]
-    compared = sorted(set(methods["multilevel"]["seeds"]) & set(methods["last"]["seeds"]))
+             for epochs in rungs]
+    compared = comparison_epochs(size, runs)
+    elsewhere = [epochs for epochs in rungs if epochs != compared
+                 and any(r["epochs"] == epochs and r["method"] != "last" for r in runs.values())]
     return {
-        "seeds": compared, "methods": methods, "pilot": pilot, "seed_precision": precision,
-        "plateau": plateau_epochs == size.epochs, "plateau_epochs": plateau_epochs,
-        "multilevel_minus_last_pp": multilevel["minus_last_pp"],
-        "time_saved": multilevel["time_saved_vs_last"],
+        **comparison(runs, size, compared), "pilot": pilot,
+        "plateau": plateau_epochs(size, runs) == compared, "plateau_epochs": plateau_epochs(size, runs),
+        "other_epochs": {str(epochs): comparison(runs, size, epochs) for epochs in elsewhere},
         "bf16_minus_fp32_pp": paired(runs, [(Job("last", s, size.epochs, "bf16"), Job("last", s, size.epochs, "no"))
                                             for s in PILOT_SEEDS]) if size.pilot else None,
-        "verdict": multilevel["minus_last_pp"]["verdict"],
     }
 
 
@@ -356,6 +384,32 @@ def precisions(seed_precision: dict[int, str]) -> str:
                            or "—")
 
 
+def methods_table(compared: dict) -> list[str]:
+    """The comparison at one number of epochs: a row per method, its verdict, and the runs continued in fp32."""
+    lines = ["| method | model | seeds | test acc (%) | − last-cycle (paired 95% CI) | training s "
+             "| time saved (%, quiet runs only) |",
+             "|---|---|---|---|---|---|---|"]
+    for method, stat in compared["methods"].items():
+        model, extra, what = METHODS[method]
+        saved = stat["time_saved_vs_last"]
+        acc = f"{fmt(stat['test_acc_mean'])} ± {fmt(stat['test_acc_std'])}"
+        lines.append(f"| {what} | `{' '.join((model, *extra))}` | {len(stat['seeds'])} | {acc} | "
+                     f"{'—' if method == 'last' else interval(stat['minus_last_pp'])} | "
+                     f"{fmt(stat['train_seconds_mean'], 0)} | "
+                     f"{'—' if method == 'last' else fmt(saved['mean'] and 100 * saved['mean'], 1)} |")
+    lines += ["", f"**Verdict, multi-level − last-cycle: {compared['verdict']}** "
+                  f"({interval(compared['multilevel_minus_last_pp'])}; on par means the whole interval within "
+                  f"±{100 * MARGIN:g} pp)."]
+    continued = {METHODS[m][2].split(" (")[0]: stat["continued_in_fp32"] for m, stat in compared["methods"].items()
+                 if stat["continued_in_fp32"]}
+    if continued:
+        lines.append("\nBegun in bf16, continued in fp32 on a CPU without bf16 instructions: "
+                     + "; ".join(f"{what}, seed{'s' * (len(v) > 1)} {', '.join(map(str, v))}"
+                                 for what, v in continued.items())
+                     + ". They count in their method's mean, and pair only with a last-cycle run in fp32.")
+    return lines
+
+
 def markdown(result: dict, size: Size) -> str:
     s = result["summary"]
     machines = sorted({machine.line(r["machine"]) for r in result["runs"].values()})
@@ -363,7 +417,7 @@ def markdown(result: dict, size: Size) -> str:
         "# growres benchmark: accuracy at a plateau (paired seeds, full test set)",
         "",
         f"Fashion-MNIST, {size.train_images or 'all'} training images, {size.test_images or 'all 10,000'} test "
-        f"images · {size.epochs} epochs, cycles start at {list(size.cycles)} (the paper's 60/110 of 160) · "
+        f"images · compared at {s['epochs']} epochs, cycles start at {s['cycles']} (the paper's 60/110 of 160) · "
         f"{precisions(s['seed_precision'])}, channels-last{', torch.compile' if size.compile else ''} · "
         f"batch 100, η_max 0.5 · "
         f"{len(result['runs'])} runs, on: {'; '.join(machines) or '—'}",
@@ -376,36 +430,16 @@ def markdown(result: dict, size: Size) -> str:
     for row in s["pilot"]:
         lines.append(f"| {row['train_images'] or 'all'} | {row['epochs']} | {row['seeds']} | "
                      f"{fmt(row['accuracy_mean'])} | {fmt(row['gain_pp'])} |")
-    lines += ["", f"Plateau at this size (doubling gains < {100 * PLATEAU_GAIN:g} pp): "
-                  f"**{'yes' if s['plateau'] else 'not shown'}**."]
-    if not s["plateau"] and s["plateau_epochs"]:
-        lines.append(f"The plateau is at {s['plateau_epochs']} epochs: the size for a rerun to take.")
-    lines.append("")
+    where = f"at {s['plateau_epochs']} epochs" if s["plateau_epochs"] else "not shown"
+    lines += ["", f"Plateau (doubling gains < {100 * PLATEAU_GAIN:g} pp): **{where}**.", ""]
     if not size.pilot:  # a check of the code path on other hardware: no pilot was run
         lines = lines[:4]
-    lines += ["## Methods", "",
-              "| method | model | seeds | test acc (%) | − last-cycle (paired 95% CI) | training s "
-              "| time saved (%, quiet runs only) |",
-              "|---|---|---|---|---|---|---|"]
-    for method, stat in s["methods"].items():
-        model, extra, what = METHODS[method]
-        saved = stat["time_saved_vs_last"]
-        acc = f"{fmt(stat['test_acc_mean'])} ± {fmt(stat['test_acc_std'])}"
-        lines.append(f"| {what} | `{' '.join((model, *extra))}` | {len(stat['seeds'])} | {acc} | "
-                     f"{'—' if method == 'last' else interval(stat['minus_last_pp'])} | "
-                     f"{fmt(stat['train_seconds_mean'], 0)} | "
-                     f"{'—' if method == 'last' else fmt(saved['mean'] and 100 * saved['mean'], 1)} |")
-    lines += ["", f"**Verdict, multi-level − last-cycle: {s['verdict']}** ({interval(s['multilevel_minus_last_pp'])}; "
-                  f"on par means the whole interval within ±{100 * MARGIN:g} pp)."]
-    continued = {METHODS[m][2].split(" (")[0]: stat["continued_in_fp32"] for m, stat in s["methods"].items()
-                 if stat["continued_in_fp32"]}
-    if continued:
-        lines.append("\nBegun in bf16, continued in fp32 on a CPU without bf16 instructions: "
-                     + "; ".join(f"{what}, seed{'s' * (len(v) > 1)} {', '.join(map(str, v))}"
-                                 for what, v in continued.items())
-                     + ". They count in their method's mean, and pair only with a last-cycle run in fp32.")
+    lines += [f"## Methods at {s['epochs']} epochs{' (the plateau)' if s['plateau'] else ''}", "", *methods_table(s)]
+    for epochs, compared in s["other_epochs"].items():
+        lines += ["", f"## Methods at {epochs} epochs (before the plateau was found; not a plateau)", "",
+                  *methods_table(compared)]
     if s["bf16_minus_fp32_pp"] is not None:
-        lines.append(f"\nbf16 − fp32, last-cycle model at this size: {interval(s['bf16_minus_fp32_pp'])}.")
+        lines.append(f"\nbf16 − fp32, last-cycle model at {size.epochs} epochs: {interval(s['bf16_minus_fp32_pp'])}.")
     return "\n".join(lines) + "\n"
 
 
@@ -428,8 +462,8 @@ def plot(result: dict, size: Size, path: Path) -> None:
                         alpha=0.2, linewidth=0)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Fashion-MNIST, {size.train_images or 'all'} images, {size.epochs} epochs: mean over seeds, "
-                 "min–max band")
+    ax.set_title(f"Fashion-MNIST, {size.train_images or 'all'} images, {result['summary']['epochs']} epochs: "
+                 "mean over seeds, min–max band")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -14,12 +14,14 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import plateau  # noqa: E402  (a script of benchmarks/, not a package)
 
+MACHINE = plateau.machine.describe()  # what a run records of the machine it ran on (the report names them)
+
 
 def record(method: str, seed: int, test_acc: float, seconds: float, epochs: int = 20, precision: str = "bf16",
            load: float = 2.0):
     return {"method": method, "seed": seed, "epochs": epochs, "mixed_precision": precision, "test_acc": test_acc,
             "train_seconds": seconds, "curve": [(epochs, seconds, test_acc)], "load_average": [load, load],
-            "machine": {"threads": 2}, "date": f"2026-12-01T{epochs:02d}:{seed:02d}:00"}
+            "machine": MACHINE | {"threads": 2}, "date": f"2026-12-01T{epochs:02d}:{seed:02d}:00"}
 
 
 def results(accuracies: dict[str, list[float]], seconds: dict[str, float] | None = None) -> dict:
@@ -91,8 +93,6 @@ def test_a_bf16_seed_continued_in_fp32_counts_in_the_mean_and_pairs_only_in_fp32
     assert first["continued_in_fp32"] == [2] and first["runs"][-1] == "first/20ep/no/seed2"
     assert first["minus_last_pp"]["per_seed"] == pytest.approx([-2.0, -2.0])  # not 95 - 92 against bf16
     assert summary["methods"]["multilevel"]["continued_in_fp32"] == []
-    for run in result["runs"].values():  # the report names the machines
-        run["machine"] = plateau.machine.describe() | {"threads": 2}
     assert "first-cycle model, seed 2." in plateau.markdown({**result, "summary": summary}, plateau.Size())
     result["runs"]["last/20ep/no/seed2"] = record("last", 2, 0.96, 100.0, precision="no")  # its fp32 partner
     summary = plateau.summarize(result, plateau.Size())
@@ -152,9 +152,10 @@ def test_summary_has_the_issues_schema_and_time_saved_is_paired_by_seed():
     assert summary["plateau_epochs"] == 20 and len(summary["pilot"]) == 2  # a plateau: no third rung
 
 
-def test_a_size_off_the_plateau_doubles_once_more_to_show_where_the_plateau_is():
+def test_a_size_off_the_plateau_doubles_once_more_and_the_comparison_moves_to_the_plateau():
     """20 -> 40 epochs gains 1.5 pp: the pilot queues 80 epochs on both pilot seeds (before the comparison), and
-    once they gain < 1 pp over 40, the summary names 40 epochs as the plateau, this size as off it."""
+    once they gain < 1 pp over 40, the comparison moves to 40 epochs (the pilot's 40-epoch runs are its last-cycle
+    runs), with the comparison made at 20 kept beside it; the fp32 check stays at the size's 20."""
     size = plateau.Size(mixed_precision="bf16")
     runs = {plateau.Job("last", seed, epochs, "bf16").key: record("last", seed, acc, 100.0, epochs)
             for seed in plateau.PILOT_SEEDS for epochs, acc in ((20, 0.9), (40, 0.915))}
@@ -169,10 +170,23 @@ def test_a_size_off_the_plateau_doubles_once_more_to_show_where_the_plateau_is()
     runs["last/80ep/bf16/seed1"] = record("last", 1, 0.925, 100.0, 80)
     summary = plateau.summarize(result, size)
     assert [row["gain_pp"] for row in summary["pilot"][1:]] == [pytest.approx(1.5), pytest.approx(0.75)]
-    assert summary["plateau"] is False and summary["plateau_epochs"] == 40
-    assert len(plateau.queue(size, seeds=(0,), runs=runs)) == 6 + 3 + 2  # the pilot stops at PILOT_RUNGS
+    assert summary["plateau"] is True and summary["plateau_epochs"] == summary["epochs"] == 40
+    assert summary["methods"]["last"]["seeds"] == [0, 1] and summary["other_epochs"] == {}
+    keys = [job.key for job in plateau.queue(size, seeds=(0, 1), runs=runs)]
+    assert len(keys) == 6 + 2 * 4 - 2 + 2  # the pilot stops at PILOT_RUNGS
+    assert keys[6:8] == ["multilevel/40ep/bf16/seed0", "multilevel/40ep/bf16/seed1"]
+    assert keys[-2:] == ["last/20ep/no/seed0", "last/20ep/no/seed1"]
+    runs["last/20ep/no/seed2"] = record("last", 2, 0.9, 100.0, precision="no")  # begun in fp32 on another CPU
+    assert "last/40ep/bf16/seed2" in [job.key for job in plateau.queue(size, seeds=(0, 1, 2), runs=runs)]  # new at 40
+    runs["multilevel/20ep/bf16/seed0"] = record("multilevel", 0, 0.89, 100.0)  # compared at 20 before the plateau
+    runs["multilevel/40ep/bf16/seed0"] = record("multilevel", 0, 0.91, 100.0, 40)
+    summary = plateau.summarize(result, size)
+    assert summary["multilevel_minus_last_pp"]["per_seed"] == [pytest.approx(-0.5)]
+    assert summary["other_epochs"]["20"]["multilevel_minus_last_pp"]["per_seed"] == [pytest.approx(-1.0)]
+    assert "## Methods at 20 epochs (before the plateau" in plateau.markdown({**result, "summary": summary}, size)
     runs["last/40ep/bf16/seed1"] = record("last", 1, 0.895, 100.0, 40)  # now 20 -> 40 gains 0.5 pp
-    assert "last/80ep/bf16/seed0" not in [job.key for job in plateau.queue(size, seeds=(0,), runs=runs)]
+    keys = [job.key for job in plateau.queue(size, seeds=(0,), runs=runs)]
+    assert "last/80ep/bf16/seed0" not in keys and "multilevel/20ep/bf16/seed0" in keys
 
 
 def test_time_saved_comes_only_from_runs_that_had_the_machine_to_themselves():
