@@ -173,8 +173,14 @@ def pilot_accuracy(runs: dict, size: Size, epochs: int) -> float | None:
     """The last-cycle model's mean test accuracy (%) at ``epochs`` over the pilot seeds, at each seed's precision;
     None until every pilot seed has it."""
     precision = seed_precisions(runs, size.epochs)
-    keys = [Job("last", seed, epochs, precision.get(seed)).key for seed in PILOT_SEEDS]
+    keys = [as_run(runs, Job("last", seed, epochs, precision.get(seed))).key for seed in PILOT_SEEDS]
     return 100 * statistics.mean(runs[k]["test_acc"] for k in keys) if all(k in runs for k in keys) else None
+
+
+def as_run(runs: dict, job: Job) -> Job:
+    """``job``, or its fp32 twin where that ran instead (a bf16 seed continued on a CPU without bf16, `queue`)."""
+    fp32 = replace(job, mixed_precision="no")
+    return fp32 if job.key not in runs and fp32.key in runs else job
 
 
 def pilot_gain(runs: dict, size: Size, epochs: int) -> float | None:
@@ -301,10 +307,7 @@ def comparison(runs: dict, size: Size, epochs: int) -> dict:
     seeds = sorted(precision)
 
     def job(method: str, seed: int) -> Job:
-        """The seed's run of the method: at the seed's precision, else in fp32 (a bf16 seed continued, `queue`)."""
-        started = Job(method, seed, epochs, precision[seed])
-        fp32 = replace(started, mixed_precision="no")
-        return fp32 if started.key not in runs and fp32.key in runs else started
+        return as_run(runs, Job(method, seed, epochs, precision[seed]))
 
     def done(method: str) -> list[dict]:
         return [runs[k] for k in (job(method, s).key for s in seeds) if k in runs]
@@ -345,7 +348,8 @@ def summarize(result: dict, size: Size) -> dict:
     rungs = pilot_epochs(size, runs) if size.pilot else [size.epochs]
     start = seed_precisions(runs, size.epochs)
     pilot = [{"train_images": size.train_images, "epochs": epochs,
-              "seeds": sum(Job("last", seed, epochs, start.get(seed)).key in runs for seed in PILOT_SEEDS),
+              "seeds": sum(as_run(runs, Job("last", seed, epochs, start.get(seed))).key in runs
+                           for seed in PILOT_SEEDS),
               "accuracy_mean": pilot_accuracy(runs, size, epochs),
               "gain_pp": pilot_gain(runs, size, epochs) if epochs > size.epochs else None}
              for epochs in rungs]

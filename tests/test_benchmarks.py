@@ -289,3 +289,18 @@ def test_workers_run_the_queue_side_by_side_sharing_the_threads_and_write_every_
     queued = plateau.queue(plateau.SMOKE, (0, 1), written)
     assert sorted(written) == sorted(job.key for job in queued) and len(queued) % 2 == 0
     assert threads_given == [max(1, torch.get_num_threads() // 2)] * len(queued)
+
+
+def test_the_pilot_of_a_bf16_seed_doubles_in_fp32_on_a_cpu_without_bf16(monkeypatch):
+    """Its 80-epoch rung runs in fp32 there, and then counts: the pilot measures it rather than queueing it anew."""
+    monkeypatch.setattr(plateau.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("an AVX2 CPU", ["avx2", "fma"]))
+    runs = {plateau.Job("last", seed, epochs, "bf16").key: record("last", seed, acc, 100.0, epochs)
+            for seed in plateau.PILOT_SEEDS for epochs, acc in ((20, 0.9), (40, 0.915))}
+    pilot = [job.key for job in plateau.queue(plateau.Size(), seeds=(0,), runs=runs)][:6]
+    assert pilot[2] == "last/80ep/no/seed0" and pilot[5] == "last/80ep/no/seed1"
+    for seed in plateau.PILOT_SEEDS:
+        runs[f"last/80ep/no/seed{seed}"] = record("last", seed, 0.92, 100.0, 80, precision="no")
+    summary = plateau.summarize({"size": {}, "runs": runs}, plateau.Size())
+    assert summary["pilot"][2]["seeds"] == 2 and summary["pilot"][2]["gain_pp"] == pytest.approx(0.5)
+    assert summary["plateau_epochs"] == summary["epochs"] == 40
