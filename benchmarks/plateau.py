@@ -169,12 +169,18 @@ def pilot_epochs(size: Size, runs: dict) -> list[int]:
     return epochs
 
 
-def pilot_accuracy(runs: dict, size: Size, epochs: int) -> float | None:
-    """The last-cycle model's mean test accuracy (%) at ``epochs`` over the pilot seeds, at each seed's precision;
-    None until every pilot seed has it."""
+def pilot_runs(runs: dict, size: Size, epochs: int) -> list[dict]:
+    """The pilot seeds' last-cycle runs at ``epochs`` that are done, each at its seed's precision at the size."""
     precision = seed_precisions(runs, size.epochs)
     keys = [as_run(runs, Job("last", seed, epochs, precision.get(seed))).key for seed in PILOT_SEEDS]
-    return 100 * statistics.mean(runs[k]["test_acc"] for k in keys) if all(k in runs for k in keys) else None
+    return [runs[k] for k in keys if k in runs]
+
+
+def pilot_accuracy(runs: dict, size: Size, epochs: int) -> float | None:
+    """The last-cycle model's mean test accuracy (%) at ``epochs`` over the pilot seeds; None until every pilot seed
+    has it."""
+    done = pilot_runs(runs, size, epochs)
+    return 100 * statistics.mean(r["test_acc"] for r in done) if len(done) == len(PILOT_SEEDS) else None
 
 
 def as_run(runs: dict, job: Job) -> Job:
@@ -321,7 +327,7 @@ def comparison(runs: dict, size: Size, epochs: int) -> dict:
         saved = [1 - r["train_seconds"] / last_seconds[r["seed"], r["mixed_precision"]] for r in done(method)
                  if (r["seed"], r["mixed_precision"]) in last_seconds and quiet(r)]
         # each run against the last-cycle run of its seed and precision: a pair never mixes precisions
-        pairs = [(job(method, s), replace(job(method, s), method="last")) for s in seeds]
+        pairs = [(run, replace(run, method="last")) for run in (job(method, s) for s in seeds)]
         methods[method] = {
             "seeds": [r["seed"] for r in done(method)], "test_acc": accuracies,
             "runs": [j.key for j, _ in pairs if j.key in runs],
@@ -346,19 +352,16 @@ def summarize(result: dict, size: Size) -> dict:
     epochs (before the plateau was found), and bf16's fp32 check."""
     runs = result["runs"]
     rungs = pilot_epochs(size, runs) if size.pilot else [size.epochs]
-    start = seed_precisions(runs, size.epochs)
-    pilot = [{"train_images": size.train_images, "epochs": epochs,
-              "seeds": sum(as_run(runs, Job("last", seed, epochs, start.get(seed))).key in runs
-                           for seed in PILOT_SEEDS),
+    pilot = [{"train_images": size.train_images, "epochs": epochs, "seeds": len(pilot_runs(runs, size, epochs)),
               "accuracy_mean": pilot_accuracy(runs, size, epochs),
               "gain_pp": pilot_gain(runs, size, epochs) if epochs > size.epochs else None}
              for epochs in rungs]
-    compared = comparison_epochs(size, runs)
+    compared, found = comparison_epochs(size, runs), plateau_epochs(size, runs)
     elsewhere = [epochs for epochs in rungs if epochs != compared
                  and any(r["epochs"] == epochs and r["method"] != "last" for r in runs.values())]
     return {
         **comparison(runs, size, compared), "pilot": pilot,
-        "plateau": plateau_epochs(size, runs) == compared, "plateau_epochs": plateau_epochs(size, runs),
+        "plateau": found == compared, "plateau_epochs": found,
         "other_epochs": {str(epochs): comparison(runs, size, epochs) for epochs in elsewhere},
         "bf16_minus_fp32_pp": paired(runs, [(Job("last", s, size.epochs, "bf16"), Job("last", s, size.epochs, "no"))
                                             for s in PILOT_SEEDS]) if size.pilot else None,
