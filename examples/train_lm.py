@@ -117,6 +117,7 @@ def training_function(args: argparse.Namespace) -> list[dict]:
     if accelerator.is_main_process:
         log.close()
         accelerator.unwrap_model(scheduler.model).save_pretrained(output / "final")
+    accelerator.end_training()  # destroys the process group: gloo's teardown at interpreter exit can abort
     return metrics
 
 

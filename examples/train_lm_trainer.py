@@ -59,6 +59,9 @@ def training_function(args: argparse.Namespace) -> dict:
     trainer.save_model(str(Path(args.output_dir) / "final"))  # an ordinary save_pretrained folder, 8 layers
     if trainer.is_world_process_zero():
         print(f"{model.config.num_hidden_layers} layers, validation loss {metrics['eval_loss']:.3f} nats/byte")
+    # 5. destroy the process group before exit (Trainer.end() in newer transformers): gloo's teardown at interpreter
+    # exit can abort the process
+    trainer.accelerator.end_training()
     return metrics
 
 

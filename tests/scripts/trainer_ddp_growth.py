@@ -6,7 +6,8 @@ Trains a 2-layer Llama for 16 steps with GrowthTrainer + GrowthCallback (growth 
 own shard of the data, saving a checkpoint at step 8; checks after each growth that every parameter is equal across
 ranks and that the next step's gradients are (DDP reduced the new layers too), then that the replicas are equal after
 training, and that a fresh model resumed from the step-8 checkpoint by GrowthTrainer ends with the same weights.
-Writes OUT_DIR/report.json. ``--plain-trainer`` uses transformers.Trainer instead, which must be refused.
+Destroys the process group before exit. Writes OUT_DIR/report.json. ``--plain-trainer`` uses transformers.Trainer
+instead, which must be refused.
 """
 import json
 import sys
@@ -92,7 +93,13 @@ def main(out_dir: Path, plain_trainer: bool) -> None:
         "resumed_equals_uninterrupted": resumed_state.keys() == final.keys()
         and all(torch.equal(resumed_state[name], value) for name, value in final.items()),
     }
-    if dist.get_rank() == 0:
+    rank = dist.get_rank()
+    # destroy the process group while the interpreter is whole: left to its exit, gloo's teardown now and then aborts
+    # the process ("terminate called without an active exception", pytorch/pytorch#190489). Trainer.end() of newer
+    # transformers does this; the accelerator's works from transformers 5.10
+    resumed.accelerator.end_training()
+    report["process_group_destroyed"] = not dist.is_initialized()
+    if rank == 0:
         (out_dir / "report.json").write_text(json.dumps(report, indent=2))
 
 
