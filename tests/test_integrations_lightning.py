@@ -267,6 +267,42 @@ def test_the_default_plan_follows_the_models_own_plan(tmp_path, interpolations, 
     assert [step for step in range(1, PLAN.total) if lrs[step] > lrs[step - 1]] == list(restarts)
 
 
+# -- manual optimization ---------------------------------------------------------------------------------------
+
+class ManualClassifier(Classifier):
+    """The same steps written out (Lightning's manual optimization): training_step steps its one optimizer."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(F.cross_entropy(self.net(images), labels))
+        optimizer.step()
+
+
+def test_manual_optimization_grows_and_sets_the_lr_as_automatic_optimization_does(tmp_path):
+    """The growth after a batch's step, the optimizer regrouped in place under training_step's own reference, and each
+    step's lr: the manual run ends with the automatic run's weights and optimizer state, bit for bit."""
+    ends = []
+    for module in (Classifier(), ManualClassifier()):
+        growth = GrowthCallback(PLAN)
+        fit = trainer(tmp_path, [growth])
+        fit.fit(module, loader())
+        ends.append((module, [(r.step, r.layers) for r in growth.records], fit.optimizers[0].state_dict()))
+    (automatic, growths, optimizer), (manual, manual_growths, manual_optimizer) = ends
+    assert manual_growths == growths == [(4, (4, 4, 4)), (7, (8, 8, 8))]
+    assert manual.used_lr == automatic.used_lr and len(manual.used_lr) == PLAN.total
+    expected, got = automatic.state_dict(), manual.state_dict()
+    assert list(got) == list(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert manual_optimizer["param_groups"] == optimizer["param_groups"]
+    assert all(torch.equal(manual_optimizer["state"][i][k], optimizer["state"][i][k])
+               for i in optimizer["state"] for k in optimizer["state"][i])
+
+
 # -- resuming a checkpoint ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("resume_step", [3, 6], ids=["right-after-a-growth", "between-growths"])
@@ -312,7 +348,7 @@ def test_evaluating_a_grown_checkpoint_grows_a_fresh_module_first(tmp_path):
 # -- DDP -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow  # a 2-process launch
-def test_ddp_replicas_stay_identical_through_growth(tmp_path):
+def test_ddp_replicas_stay_identical_through_growth_and_resume_exactly(tmp_path):
     report_path = tmp_path / "report.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")])))
@@ -325,6 +361,10 @@ def test_ddp_replicas_stay_identical_through_growth(tmp_path):
     assert all(g["mismatch"] is None for g in report["growths"])  # parameters equal right after growth
     assert report["final_mismatch"] is None  # and parameters after training each rank on its own shard
     assert report["new_blocks_moved"]
+    # resumed on both ranks from rank 0's checkpoint between the growths: each rank ends as it did uninterrupted
+    assert report["resumed_growths"] == [[4, [4, 4, 4]], [7, [8, 8, 8]]]  # the checkpoint's growth and its own
+    assert report["resume"] == [{"rank": rank, "module": None, "optimizer": None, "param_groups_equal": True}
+                                for rank in (0, 1)]
 
 
 # -- refusals: one GrowresError each, before anything changes ----------------------------------------------------

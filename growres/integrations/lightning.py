@@ -78,7 +78,9 @@ class GrowthCallback(pl.Callback):
 
     ``configure_optimizers`` returns one optimizer and no LR scheduler (this callback sets the LR), with each
     group's parameters in the module's order (as filtering ``named_parameters()`` gives): a resumed run's
-    optimizer, built anew over the grown module, then lines up with the checkpoint's state.
+    optimizer, built anew over the grown module, then lines up with the checkpoint's state. Under manual
+    optimization ``training_step`` steps ``self.optimizers()``; the callback grows and sets the LR between batches
+    all the same, and regroups that optimizer in place.
     """
 
     def __init__(
