@@ -78,8 +78,11 @@ class Size:
     mixed_precision: str = "auto"
     compile: bool = False  # on a 2-core CPU its 20-30 s of compiling per depth and run outweigh its gain
     methods: tuple[str, ...] = tuple(METHODS)
-    pilot: bool = True  # the doubled-epoch runs that show the size is a plateau, and bf16's fp32 check
+    pilot: bool = True  # the doubled-epoch runs that show the size is a plateau, and bf16's fp32 check at the size
     dataset: str = "fashion-mnist"
+    # the time saved where no pair of runs had the machine to itself (runs side by side never do): that of a
+    # committed result in results/ whose runs were quiet; None: only these runs' own
+    time_saved_from: str | None = None
 
     @property
     def cycles(self) -> tuple[int, ...]:
@@ -106,8 +109,8 @@ GPU = Size(train_images=None, epochs=16, eval_every=4, mixed_precision="bf16", c
            methods=("first", "last", "multilevel"), pilot=False)
 GPU_SMOKE = Size(train_images=200, epochs=3, test_images=100, eval_every=2, mixed_precision="bf16", compile=True,
                  methods=("first", "last", "multilevel"), pilot=False)
-SIZES = {"plateau": Size(), "smoke": SMOKE, "gpu": GPU, "gpu-smoke": GPU_SMOKE}
-PILOT_SEEDS = (0, 1)  # the pilot's doubled runs, and bf16's fp32 check; their runs at the size count for the rest
+SIZES = {"plateau": Size(time_saved_from="time_saved_long.json"), "smoke": SMOKE, "gpu": GPU, "gpu-smoke": GPU_SMOKE}
+PILOT_SEEDS = (0, 1)  # the pilot's doubled runs; their runs at the size count for the rest
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ class Job:
 
 
 def seed_precisions(runs: dict, epochs: int) -> dict[int, str]:
-    """Each started seed's precision: that of its first run at ``epochs`` (a later fp32 check does not change it)."""
+    """Each started seed's precision: that of its first run at ``epochs`` (bf16's fp32 check, a later run in the
+    other precision, does not change it)."""
     started = sorted((r["date"], r["seed"], r["mixed_precision"]) for r in runs.values() if r["epochs"] == epochs)
     precisions = {}
     for _, seed, precision in started:
@@ -152,11 +156,12 @@ def queue(size: Size, seeds: tuple[int, ...], runs: dict | None = None) -> list[
     jobs = pilot + [Job(method, seed, compared, at[seed]) for method_group in (methods[:2], methods[2:])
                     for seed in seeds for method in method_group]
     jobs = list(dict.fromkeys(jobs))  # the pilot's runs at the size once
-    if size.pilot:
-        jobs += [Job("last", seed, size.epochs, "no") for seed in PILOT_SEEDS if start[seed] != "no"]
+    if size.pilot:  # bf16's fp32 check: every seed's last-cycle model at the size in the other precision too
+        jobs += [Job("last", seed, size.epochs, "no" if start[seed] == "bf16" else "bf16")
+                 for seed in dict.fromkeys((*PILOT_SEEDS, *seeds))]
     if new_seed != "bf16":
         jobs = [job if job.key in runs else replace(job, mixed_precision="no") for job in jobs]
-    return list(dict.fromkeys(jobs))  # a bf16 run continued in fp32 may be an fp32 check already queued
+    return list(dict.fromkeys(jobs))  # a run turned to fp32 may be one already queued (a bf16 seed's fp32 check)
 
 
 def pilot_epochs(size: Size, runs: dict) -> list[int]:
@@ -347,6 +352,21 @@ def comparison(runs: dict, size: Size, epochs: int) -> dict:
     }
 
 
+def time_saved(summary: dict, size: Size) -> dict:
+    """The multi-level model's time saved against the last-cycle model, and where it comes from: these runs' quiet
+    pairs, else the committed result the size names (its quiet `--long` runs), else none."""
+    own = summary["time_saved"]
+    if own["mean"] is not None:
+        return {**own, "from": "these runs (pairs that had the machine to themselves)"}
+    if size.time_saved_from is None:
+        return {**own, "from": None}
+    committed = json.loads((RESULTS / size.time_saved_from).read_text())
+    saved = committed["summary"]["methods"]["multilevel"]["time_saved_vs_last"]
+    return {"mean": saved["mean"], "std": saved["std"],
+            "from": f"results/{size.time_saved_from} ({saved['n']} seeds, quiet runs): no pair of these runs had the "
+                    "machine to itself"}
+
+
 def summarize(result: dict, size: Size) -> dict:
     """The comparison where the pilot found the plateau (else at the size), the pilot, any comparison made at other
     epochs (before the plateau was found), and bf16's fp32 check."""
@@ -364,7 +384,8 @@ def summarize(result: dict, size: Size) -> dict:
         "plateau": found == compared, "plateau_epochs": found,
         "other_epochs": {str(epochs): comparison(runs, size, epochs) for epochs in elsewhere},
         "bf16_minus_fp32_pp": paired(runs, [(Job("last", s, size.epochs, "bf16"), Job("last", s, size.epochs, "no"))
-                                            for s in PILOT_SEEDS]) if size.pilot else None,
+                                            for s in sorted(seed_precisions(runs, size.epochs))])
+        if size.pilot else None,
     }
 
 
@@ -442,6 +463,11 @@ def markdown(result: dict, size: Size) -> str:
     if not size.pilot:  # a check of the code path on other hardware: no pilot was run
         lines = lines[:4]
     lines += [f"## Methods at {s['epochs']} epochs{' (the plateau)' if s['plateau'] else ''}", "", *methods_table(s)]
+    saved = time_saved(s, size)
+    if saved["mean"] is not None:
+        spread = f" ± {100 * saved['std']:.1f}" if saved["std"] is not None else ""
+        lines.append(f"\nTime saved by the multi-level model: {100 * saved['mean']:.1f}{spread}% "
+                     f"(from {saved['from']}).")
     for epochs, compared in s["other_epochs"].items():
         lines += ["", f"## Methods at {epochs} epochs (before the plateau was found; not a plateau)", "",
                   *methods_table(compared)]
@@ -479,8 +505,8 @@ def plot(result: dict, size: Size, path: Path) -> None:
 
 def write(result: dict, size: Size, stem: Path) -> None:
     result["summary"] = summarize(result, size)
-    result.update({k: result["summary"][k] for k in ("seeds", "pilot", "multilevel_minus_last_pp", "time_saved",
-                                                     "verdict")})
+    result.update({k: result["summary"][k] for k in ("seeds", "pilot", "multilevel_minus_last_pp", "verdict")})
+    result["time_saved"] = time_saved(result["summary"], size)
     result["test_images"] = size.test_images or 10000
     result["torch"], result["timm"], result["growres"] = torch.__version__, timm.__version__, growres.__version__
     stem.parent.mkdir(parents=True, exist_ok=True)

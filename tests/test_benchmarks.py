@@ -39,8 +39,8 @@ def test_queue_runs_the_pilot_first_then_the_verdicts_pair_then_every_method_per
     assert keys[:4] == ["last/20ep/bf16/seed0", "last/40ep/bf16/seed0", "last/20ep/bf16/seed1", "last/40ep/bf16/seed1"]
     assert keys[4:8] == ["multilevel/20ep/bf16/seed0", "multilevel/20ep/bf16/seed1", "multilevel/20ep/bf16/seed2",
                          "last/20ep/bf16/seed2"]  # the pair of every seed before the other methods of any
-    assert keys[-2:] == ["last/20ep/no/seed0", "last/20ep/no/seed1"]
-    assert len(keys) == len(set(keys)) == 4 + 3 * 4 - 2 + 2  # the pilot's runs at the size are the comparison's
+    assert keys[-3:] == ["last/20ep/no/seed0", "last/20ep/no/seed1", "last/20ep/no/seed2"]
+    assert len(keys) == len(set(keys)) == 4 + 3 * 4 - 2 + 3  # the pilot's runs at the size are the comparison's
     for seed in (0, 1, 2):  # each seed has every method
         assert {job.method for job in jobs if job.seed == seed and job.epochs == 20 and job.mixed_precision == "bf16"} \
             == set(plateau.METHODS)
@@ -51,7 +51,7 @@ def test_queue_runs_the_pilot_first_then_the_verdicts_pair_then_every_method_per
 def test_a_seed_keeps_the_precision_it_started_with_where_it_can_and_a_new_one_takes_the_machines(monkeypatch):
     """Runs spread over machines: seeds begun in bf16 finish in bf16 on a CPU with AVX512-BF16 (their pairs stay
     alike); on an AVX2-only CPU, where bf16 runs at 0.05-0.26x, what is left of them runs in fp32, as a new seed
-    does, and the fp32 check of a bf16 seed is queued once."""
+    does, and the fp32 check of a bf16 seed is queued once (a new seed's is its own run there)."""
     runs = {job.key: record(job.method, job.seed, 0.9, 1.0, job.epochs, job.mixed_precision)
             for job in plateau.queue(plateau.Size(mixed_precision="bf16"), seeds=(0, 1))[:6]}
 
@@ -65,10 +65,30 @@ def test_a_seed_keeps_the_precision_it_started_with_where_it_can_and_a_new_one_t
     bf16_cpu = todo(["avx2", "avx512f", "avx512_bf16"])
     assert {(job.seed, job.mixed_precision) for job in bf16_cpu if job.epochs == 20 and job.method != "last"} \
         == {(0, "bf16"), (1, "bf16"), (2, "bf16")}
-    assert [j.key for j in bf16_cpu if j.mixed_precision == "no"] == ["last/20ep/no/seed0", "last/20ep/no/seed1"]
+    assert [j.key for j in bf16_cpu if j.mixed_precision == "no"] == ["last/20ep/no/seed0", "last/20ep/no/seed1",
+                                                                       "last/20ep/no/seed2"]
     avx2_cpu = todo(["avx2", "fma"])
     assert {job.mixed_precision for job in avx2_cpu} == {"no"}
-    assert [(j.method, j.seed) for j in avx2_cpu] == [(j.method, j.seed) for j in bf16_cpu]  # the same runs, in order
+    # the same runs, in order, less seed 2's fp32 check: begun in fp32, its last-cycle run is that check
+    assert [(j.method, j.seed) for j in avx2_cpu] == [(j.method, j.seed) for j in bf16_cpu][:-1]
+
+
+def test_bf16s_fp32_check_reaches_every_seed_in_the_precision_it_did_not_start_with(monkeypatch):
+    """Two seeds cannot show bf16 on par with fp32: every seed's last-cycle model at the size runs in both, and a
+    seed begun in fp32 on a CPU without bf16 gets its bf16 run where bf16 is fast."""
+    monkeypatch.setattr(plateau.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(plateau.machine, "cpu_model_and_flags", lambda: ("a CPU", ["avx2", "amx_bf16"]))
+    result = results({"last": [0.90, 0.91]})
+    result["runs"]["last/20ep/no/seed2"] = record("last", 2, 0.93, 100.0, precision="no")  # begun in fp32
+    jobs = plateau.queue(plateau.Size(), seeds=(0, 1, 2), runs=result["runs"])
+    assert [job.key for job in jobs[-3:]] == ["last/20ep/no/seed0", "last/20ep/no/seed1", "last/20ep/bf16/seed2"]
+    result["runs"]["last/20ep/no/seed0"] = record("last", 0, 0.92, 100.0, precision="no")
+    result["runs"]["last/20ep/bf16/seed2"] = record("last", 2, 0.92, 100.0)
+    result["runs"]["last/20ep/bf16/seed2"]["date"] = "2026-12-02T00:00:00"  # after the seed's fp32 runs
+    summary = plateau.summarize(result, plateau.Size())
+    assert summary["seed_precision"] == {0: "bf16", 1: "bf16", 2: "no"}  # the check changes no seed's precision
+    assert summary["bf16_minus_fp32_pp"]["per_seed"] == pytest.approx([-2.0, -1.0])  # seeds 0 and 2, each way
+    assert summary["methods"]["last"]["test_acc"] == pytest.approx([90.0, 91.0, 93.0])
 
 
 def test_pairs_across_seeds_of_other_precisions_stay_within_a_seed():
@@ -189,13 +209,22 @@ def test_a_size_off_the_plateau_doubles_once_more_and_the_comparison_moves_to_th
     assert "last/80ep/bf16/seed0" not in keys and "multilevel/20ep/bf16/seed0" in keys
 
 
-def test_time_saved_comes_only_from_runs_that_had_the_machine_to_themselves():
+def test_time_saved_comes_only_from_runs_that_had_the_machine_to_themselves_else_from_the_quiet_long_result():
     result = results({"last": [0.9, 0.9], "multilevel": [0.89, 0.91], "first": [0.88, 0.88], "no-restart": [0.9, 0.9]},
                      seconds={"last": 200.0, "multilevel": 110.0, "first": 50.0, "no-restart": 110.0})
     result["runs"]["multilevel/20ep/bf16/seed1"] = record("multilevel", 1, 0.91, 190.0, load=3.5)  # beside a job
     summary = plateau.summarize(result, plateau.Size())
     assert summary["time_saved"]["mean"] == pytest.approx(0.45) and summary["time_saved"]["std"] is None
     assert summary["multilevel_minus_last_pp"]["n"] == 2  # its accuracy still counts
+    evidence = plateau.SIZES["plateau"]  # names the quiet long benchmark for when no pair here is quiet
+    assert plateau.time_saved(summary, evidence)["mean"] == pytest.approx(0.45)  # a quiet pair of its own first
+    result["runs"]["multilevel/20ep/bf16/seed0"]["load_average"] = [3.5, 3.5]
+    summary = plateau.summarize(result, plateau.Size())
+    assert summary["time_saved"]["mean"] is None and plateau.time_saved(summary, plateau.Size())["mean"] is None
+    committed = json.loads((plateau.RESULTS / "time_saved_long.json").read_text())
+    quiet = committed["summary"]["methods"]["multilevel"]["time_saved_vs_last"]
+    kept = plateau.time_saved(summary, evidence)
+    assert (kept["mean"], kept["std"]) == (quiet["mean"], quiet["std"]) and "time_saved_long.json" in kept["from"]
 
 
 def test_a_results_file_of_another_size_is_refused_and_one_of_the_same_is_resumed(tmp_path):
