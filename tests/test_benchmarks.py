@@ -161,6 +161,7 @@ def test_summary_has_the_issues_schema_and_time_saved_is_paired_by_seed():
     assert summary["seeds"] == [0, 1] and summary["verdict"] == "undecided"
     assert summary["time_saved"]["mean"] == pytest.approx(0.45)
     assert summary["multilevel_minus_last_pp"]["paired"] is True
+    assert summary["multilevel_minus_first_pp"]["per_seed"] == pytest.approx([1.0, 3.0])  # what growing kept of depth
     assert summary["pilot"][0]["epochs"] == 20 and summary["pilot"][1]["epochs"] == 40
     assert summary["pilot"][1]["gain_pp"] is None and summary["plateau"] is False  # no doubled run yet
     result["runs"]["last/40ep/bf16/seed0"] = record("last", 0, 0.905, 400.0, epochs=40)
