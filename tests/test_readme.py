@@ -90,6 +90,13 @@ def test_readme_opens_with_the_plateau_evidence_as_committed():
             low, high = paired["ci95"]
             assert f"[{signed(low)}, {signed(high)}]" in opening, compared["epochs"]
         assert f"{paired['n']} paired seed" in opening and f"**{compared['verdict']}" in opening, compared["epochs"]
+    # at the plateau, the other methods against the last-cycle model, multi-level against the first-cycle model,
+    # and bf16's fp32 check
+    summary = result["summary"]
+    others = [summary["methods"][method]["minus_last_pp"] for method in ("first", "no-restart")]
+    for paired in (*others, summary["multilevel_minus_first_pp"], summary["bf16_minus_fp32_pp"]):
+        low, high = paired["ci95"]
+        assert f"{signed(paired['mean'])} pp [{signed(low)}, {signed(high)}]" in opening, paired
 
 
 def test_readme_quotes_the_lm_growth_table_as_committed():
