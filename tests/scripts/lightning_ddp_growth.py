@@ -85,14 +85,14 @@ def resumed_like(resumed: L.Trainer, uninterrupted: L.Trainer) -> dict:
             return "the names differ"
         return next((name for name in expected if not torch.equal(got[name], expected[name])), None)
 
-    def optimizer_state(run: L.Trainer) -> dict:
-        return {f"{i}.{k}": v for i, state in run.optimizers[0].state_dict()["state"].items() for k, v in state.items()}
+    def tensors(optimizer_state: dict) -> dict:
+        return {f"{i}.{k}": v for i, state in optimizer_state["state"].items() for k, v in state.items()}
 
     modules = resumed.lightning_module.state_dict(), uninterrupted.lightning_module.state_dict()
+    got, expected = resumed.optimizers[0].state_dict(), uninterrupted.optimizers[0].state_dict()
     return {"rank": resumed.global_rank, "module": first_differing(*modules),
-            "optimizer": first_differing(optimizer_state(resumed), optimizer_state(uninterrupted)),
-            "param_groups_equal": resumed.optimizers[0].state_dict()["param_groups"]
-            == uninterrupted.optimizers[0].state_dict()["param_groups"]}
+            "optimizer": first_differing(tensors(got), tensors(expected)),
+            "param_groups_equal": got["param_groups"] == expected["param_groups"]}
 
 
 def main(report_path: str, root_dir: str) -> None:
